@@ -1,0 +1,56 @@
+"""The artifact store layout and atomic writes (a failed step never leaves half an artifact)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+from pipeline_lib import settings
+
+STEPS = ("ingest", "validate", "transform", "train", "evaluate", "push")
+RESULT_FILENAME = "result.json"
+
+
+def pipeline_root(pipeline: str) -> Path:
+    return settings.artifact_root() / pipeline
+
+
+def run_dir(pipeline: str, span_date: dt.date) -> Path:
+    """One folder per span (logical date): re-running a date replaces that date's artifacts."""
+    return pipeline_root(pipeline) / "runs" / span_date.isoformat()
+
+
+def step_dir(pipeline: str, span_date: dt.date, step: str) -> Path:
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}; steps are {STEPS}")
+    return run_dir(pipeline, span_date) / step
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path):
+    """Yield a scratch folder that replaces `final` only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def read_result(step_output: Path) -> dict:
+    return json.loads((step_output / RESULT_FILENAME).read_text())

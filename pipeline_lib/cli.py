@@ -1,0 +1,69 @@
+"""`python -m pipeline_lib.cli <step> ...`: one entry point per step, run in the ML environment.
+
+Each step reads artifact URIs, writes its artifacts under --output-dir (atomically) and its JSON
+result both there (result.json) and to --result-file for the launcher. On failure the result file
+holds {"error": ...} and the exit code is 1. A step imports only the libraries it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+# step -> (module, its arguments besides --config/--output-dir/--result-file)
+STEP_ARGS: dict[str, tuple[str, ...]] = {
+    "ingest": ("span_date",),
+    "validate": ("examples",),
+    "transform": ("examples", "schema"),
+    "train": ("transform_graph", "transformed_examples"),
+    "evaluate": ("model", "examples"),
+    "push": ("model", "blessing"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline_lib.cli", description=__doc__)
+    sub = parser.add_subparsers(dest="step", required=True)
+    for step, extra in STEP_ARGS.items():
+        p = sub.add_parser(step)
+        p.add_argument("--config", required=True, type=Path)
+        p.add_argument("--output-dir", required=True, type=Path)
+        p.add_argument("--result-file", type=Path)
+        for name in extra:
+            kind = dt.date.fromisoformat if name == "span_date" else str
+            p.add_argument(f"--{name.replace('_', '-')}", required=True, type=kind)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipeline_lib.config import load_config
+
+    kwargs = {name: getattr(args, name) for name in STEP_ARGS[args.step]}
+    try:
+        config = load_config(args.config)
+        step = importlib.import_module(f"pipeline_lib.steps.{args.step}")
+        result = step.run(config, output_dir=args.output_dir, **kwargs)
+        code = 0
+    except Exception as e:  # the step's own message goes back to Airflow
+        traceback.print_exc()
+        result, code = {"error": f"{type(e).__name__}: {e}"}, 1
+    if args.result_file:
+        args.result_file.write_text(json.dumps(result, default=str))
+    print(json.dumps(result, indent=2, default=str), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stderr.flush()
+    # skip interpreter teardown: TF's AtomicFunction.__del__ spams TypeErrors there, and it costs time
+    os._exit(code)

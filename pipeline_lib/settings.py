@@ -1,0 +1,35 @@
+"""Where things live. Embedded defaults sit under the repository's `.data/`; production sets
+the environment variables (a Postgres/GCS/BigQuery deployment changes configuration, not code)."""
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _path(var: str, default: Path) -> Path:
+    return Path(os.environ.get(var) or default)
+
+
+def pipelines_dir() -> Path:
+    """Folder with one sub-folder per pipeline holding its `pipeline.yaml`."""
+    return _path("PIPELINES_DIR", REPO_ROOT / "pipelines")
+
+
+def artifact_root() -> Path:
+    return _path("PIPELINE_ARTIFACT_ROOT", REPO_ROOT / ".data" / "artifacts")
+
+
+def warehouse_path() -> Path:
+    """The local DuckDB warehouse (the embedded stand-in for BigQuery)."""
+    return _path("PIPELINE_WAREHOUSE", REPO_ROOT / ".data" / "warehouse.duckdb")
+
+
+def serving_root() -> Path:
+    """Model repository in TF Serving layout: <serving_root>/<model>/<version>/."""
+    return _path("PIPELINE_SERVING_ROOT", REPO_ROOT / ".data" / "serving")
+
+
+def ml_python() -> Path:
+    """The ML environment's interpreter, which runs every step."""
+    return _path("PIPELINE_ML_PYTHON", REPO_ROOT / ".venv-ml" / "bin" / "python")

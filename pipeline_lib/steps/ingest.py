@@ -1,0 +1,97 @@
+"""Ingest: the span's rows from the warehouse -> tf.Examples in TFRecords, split train/eval by a
+deterministic hash of each row's values (the same row always lands in the same split)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tfx_bsl.coders import example_coder
+
+from pipeline_lib import artifacts, tfrecord
+
+SPLITS = ("train", "eval")
+
+
+class EmptySpan(ValueError):
+    """No rows in the span's window."""
+
+
+def window(config, span_date: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """[span_date - window_days, span_date) in UTC."""
+    end = dt.datetime.combine(span_date, dt.time(), tzinfo=dt.timezone.utc)
+    return end - dt.timedelta(days=config.source.window_days), end
+
+
+def query(config, start: dt.datetime, end: dt.datetime) -> pa.Table:
+    src = config.source
+    cols = ", ".join(f'"{c}"' for c in config.raw_columns())
+    bounds = [start, end]
+    if src.timestamp_unit == "epoch_seconds":
+        bounds = [int(b.timestamp()) for b in bounds]
+    sql = (f'SELECT {cols} FROM {src.table} WHERE "{src.timestamp_column}" >= ? '
+           f'AND "{src.timestamp_column}" < ? ORDER BY "{src.timestamp_column}"')
+    with duckdb.connect(str(src.database_path()), read_only=True) as con:
+        return con.sql(sql, params=bounds).to_arrow_table()
+
+
+def _as_feature_list(column: pa.ChunkedArray) -> pa.Array:
+    """A nullable scalar column as the list column tf.Example expects (null -> no value)."""
+    arr = column.combine_chunks()
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        arr = arr.cast(pa.int64())
+    elif pa.types.is_timestamp(t):
+        arr = arr.cast(pa.timestamp("s")).cast(pa.int64())
+    elif pa.types.is_floating(t) or pa.types.is_decimal(t):
+        arr = arr.cast(pa.float64()).cast(pa.float32())
+    else:
+        arr = arr.cast(pa.binary())
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int64)
+    # a null offset makes that row's list null: the example then lacks the feature altogether
+    null_list = np.append(~valid, False)
+    return pa.LargeListArray.from_arrays(pa.array(offsets, mask=null_list), arr.filter(pa.array(valid)))
+
+
+def to_examples(table: pa.Table) -> list[bytes]:
+    batch = pa.RecordBatch.from_arrays([_as_feature_list(table[c]) for c in table.column_names],
+                                       table.column_names)
+    return example_coder.RecordBatchToExamplesEncoder().encode(batch)
+
+
+def row_keys(table: pa.Table) -> list[str]:
+    """Each row's values as one string: the split's hash input (serialized tf.Examples are not
+    byte-stable, their feature map order varies)."""
+    columns = [pc.fill_null(table[c].cast(pa.string()), "\x00") for c in sorted(table.column_names)]
+    return pc.binary_join_element_wise(*columns, "\x1f").to_pylist()
+
+
+def split_of(row_key: str, eval_percent: int) -> str:
+    bucket = int.from_bytes(hashlib.md5(row_key.encode()).digest()[:8], "little") % 100
+    return "eval" if bucket < eval_percent else "train"
+
+
+def run(config, output_dir: Path, span_date: dt.date) -> dict:
+    start, end = window(config, span_date)
+    table = query(config, start, end)
+    if table.num_rows == 0:
+        raise EmptySpan(f"no rows in {config.source.table} for window [{start:%Y-%m-%d}, {end:%Y-%m-%d})")
+    examples = to_examples(table)
+    by_split = {s: [] for s in SPLITS}
+    for key, example in zip(row_keys(table), examples):
+        by_split[split_of(key, config.split.eval_percent)].append(example)
+    with artifacts.atomic_dir(output_dir) as tmp:
+        rows = {}
+        for split, records in by_split.items():
+            (tmp / split).mkdir()
+            rows[split] = tfrecord.write(tmp / split / "data.tfrecord", records)
+        result = {"examples": str(output_dir), "rows": rows,
+                  "window": {"start": start.isoformat(), "end": end.isoformat()}}
+        artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)
+    return result

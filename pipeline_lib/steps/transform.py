@@ -1,0 +1,55 @@
+"""Transform: tf.Transform analyzes the training split and transforms both splits; the transform
+graph is saved so that training and serving apply exactly the same transformation."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import apache_beam as beam
+import tensorflow_data_validation as tfdv
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+from tfx_bsl.coders import example_coder
+from tfx_bsl.public import tfxio
+
+from pipeline_lib import artifacts, user_module
+from pipeline_lib.beam import pipeline_options
+from pipeline_lib.steps.ingest import SPLITS
+
+TRANSFORM_GRAPH = "transform_graph"
+TRANSFORMED = "transformed"
+
+
+def _encode(batch_and_passthrough):
+    record_batch, _ = batch_and_passthrough
+    return example_coder.RecordBatchToExamplesEncoder().encode(record_batch)
+
+
+def run(config, output_dir: Path, examples: str, schema: str) -> dict:
+    examples = Path(examples)
+    raw_schema = tfdv.load_schema_text(schema)
+    num_rows = sum(artifacts.read_result(examples)["rows"].values())
+    preprocessing_fn = user_module.preprocessing_fn(config)
+    with artifacts.atomic_dir(output_dir) as tmp, tempfile.TemporaryDirectory() as beam_tmp:
+        with beam.Pipeline(options=pipeline_options(config, num_rows, beam_tmp)) as p, \
+                tft_beam.Context(temp_dir=beam_tmp):
+            raw = {}
+            for split in SPLITS:
+                source = tfxio.TFExampleRecord(file_pattern=str(examples / split / "*"), schema=raw_schema)
+                raw[split] = (p | f"Read[{split}]" >> source.BeamSource(), source.TensorAdapterConfig())
+            transform_fn = raw["train"] | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+            for split in SPLITS:
+                transformed, _ = ((raw[split], transform_fn)
+                                  | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
+                _ = (transformed
+                     | f"Encode[{split}]" >> beam.FlatMap(_encode)
+                     | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+                         str(tmp / TRANSFORMED / split / "data"), file_name_suffix=".tfrecord"))
+            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(tmp / TRANSFORM_GRAPH))
+        # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_feature_spec() reads
+        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema), str(tmp / TRANSFORM_GRAPH / "metadata"))
+        result = {"transform_graph": str(output_dir / TRANSFORM_GRAPH),
+                  "transformed_examples": str(output_dir / TRANSFORMED)}
+        artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)
+    return result

@@ -1,0 +1,47 @@
+"""Every pipeline config becomes a DAG: ingest >> validate >> transform >> train >> evaluate >> push."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from airflow.sdk import DAG
+
+from pipeline_lib.config import discover, load_config
+from pipeline_ops.operators import (EvaluateOperator, IngestOperator, PushOperator, TrainOperator,
+                                    TransformOperator, ValidateOperator, from_task)
+
+
+def build_dag(config_path: Path) -> DAG:
+    """Raises ConfigError (naming the field) for a bad config: Airflow shows it as an import error."""
+    config = load_config(config_path)
+    path = str(config_path)
+    with DAG(
+        dag_id=config.name,
+        description=config.description,
+        doc_md=f"**{config.name}**: {config.description}\n\nConfig: `{path}`",
+        schedule=config.schedule,
+        start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        default_args={"owner": config.owner, "retries": 0},
+        tags=["ml-pipeline", config.name],
+    ) as dag:
+        ingest = IngestOperator(config_path=path)
+        validate = ValidateOperator(config_path=path, examples=from_task("ingest", "examples"))
+        transform = TransformOperator(config_path=path, examples=from_task("ingest", "examples"),
+                                      schema=from_task("validate", "schema"))
+        train = TrainOperator(config_path=path,
+                              transform_graph=from_task("transform", "transform_graph"),
+                              transformed_examples=from_task("transform", "transformed_examples"))
+        evaluate = EvaluateOperator(config_path=path, model=from_task("train", "model"),
+                                    examples=from_task("ingest", "examples"))
+        push = PushOperator(config_path=path, model=from_task("train", "model"),
+                            blessing=from_task("evaluate", "blessing"))
+        ingest >> validate >> transform >> train >> evaluate >> push
+    return dag
+
+
+def build_all(pipelines_dir: Path | None = None) -> dict[str, DAG]:
+    dags = (build_dag(path) for path in discover(pipelines_dir))
+    return {dag.dag_id: dag for dag in dags}

@@ -1,0 +1,88 @@
+"""One operator per pipeline step. Each builds the step's arguments, launches it in the ML
+environment, logs its output, and returns its JSON result as XCom; a failed step fails the task
+with the step's own message."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk import BaseOperator
+
+from pipeline_lib import artifacts
+from pipeline_lib.launchers import LocalLauncher, StepFailed
+
+
+def span_date(context) -> dt.date:
+    """The run's logical date; manual runs in Airflow 3 may have none, then the time it ran for."""
+    moment = context.get("logical_date") or context["dag_run"].run_after
+    return moment.date()
+
+
+def from_task(task_id: str, key: str) -> str:
+    """A template for one field of an upstream step's result."""
+    return f"{{{{ ti.xcom_pull(task_ids='{task_id}')['{key}'] }}}}"
+
+
+class MLStepOperator(BaseOperator):
+    """Runs `python -m pipeline_lib.cli <step>` through a launcher; inputs are templated URIs."""
+
+    step: str
+    inputs: Sequence[str] = ()
+    template_fields: Sequence[str] = ("step_inputs",)
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, config_path: str, **kwargs):
+        self.config_path = config_path
+        self.step_inputs = {name: kwargs.pop(name) for name in self.inputs}
+        kwargs.setdefault("task_id", self.step)
+        super().__init__(**kwargs)
+
+    def step_args(self, context, pipeline: str) -> dict[str, str]:
+        return {"config": self.config_path,
+                "output_dir": str(artifacts.step_dir(pipeline, span_date(context), self.step)),
+                **self.step_inputs}
+
+    def execute(self, context):
+        pipeline = self.dag_id
+        try:
+            return LocalLauncher().run(self.step, self.step_args(context, pipeline), log=self.log.info)
+        except StepFailed as e:
+            raise AirflowException(f"{self.step} failed: {e}") from None
+
+
+class IngestOperator(MLStepOperator):
+    step = "ingest"
+
+    def step_args(self, context, pipeline):
+        return {**super().step_args(context, pipeline), "span_date": span_date(context).isoformat()}
+
+
+class ValidateOperator(MLStepOperator):
+    step, inputs = "validate", ("examples",)
+
+
+class TransformOperator(MLStepOperator):
+    step, inputs = "transform", ("examples", "schema")
+
+
+class TrainOperator(MLStepOperator):
+    step, inputs = "train", ("transform_graph", "transformed_examples")
+
+
+class EvaluateOperator(MLStepOperator):
+    step, inputs = "evaluate", ("model", "examples")
+
+
+class PushOperator(MLStepOperator):
+    """Skipped, with the blessing's reasons, when the model is not blessed: serving is untouched."""
+
+    step, inputs = "push", ("model", "blessing")
+
+    def execute(self, context):
+        result = super().execute(context)
+        if not result["pushed"]:
+            raise AirflowSkipException(f"model not pushed, serving stays at version {result['version']}: "
+                                       f"{result['reason']}")
+        return result

@@ -1,0 +1,43 @@
+"""A wrong pipeline config fails with a message naming the file and the field."""
+
+from __future__ import annotations
+
+import pytest
+from pipeline_fixtures import TAXI_DIR, write_pipeline
+
+from pipeline_lib.config import ConfigError, load_config
+
+
+def test_the_example_config_is_valid():
+    config = load_config(TAXI_DIR / "pipeline.yaml")
+    assert config.name == "taxi_tips"
+    assert config.raw_columns()[-2:] == ["tips", "trip_start_timestamp"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"source": {"window_days": 0}}, "field 'source.window_days': Input should be greater than 0"),
+    ({"source": {"table": "taxi; DROP TABLE x"}}, "field 'source.table': String should match pattern"),
+    ({"sauce": {}}, "field 'sauce': Extra inputs are not permitted"),
+    ({"name": "Taxi Tips"}, "field 'name': String should match pattern"),
+    ({"label": {"raw_columns": []}}, "field 'label.raw_columns': List should have at least 1 item"),
+    ({"training": {"steps": "many"}}, "field 'training.steps': Input should be a valid integer"),
+    ({"evaluation": {"thresholds": {"Precision": {"lower_bound": 0.5}}}},
+     "field 'evaluation': Value error, thresholds name metrics not in `metrics`: ['Precision']"),
+    ({"evaluation": {"thresholds": {"BinaryAccuracy": {"change_direction": "higher_is_better"}}}},
+     "field 'evaluation.thresholds.BinaryAccuracy': Value error, change_direction and change_absolute go together"),
+    ({"features": {"vocabulary": ["fare"]}}, "features listed under more than one kind: ['fare']"),
+    ({"module": {"file": "missing.py"}}, "field 'module.file': no such file"),
+])
+def test_a_bad_field_is_named(tmp_path, overrides, message):
+    path = write_pipeline(tmp_path, overrides)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert message in str(err.value)
+
+
+def test_a_missing_required_section_is_named(tmp_path):
+    path = write_pipeline(tmp_path)
+    path.write_text("\n".join(l for l in path.read_text().splitlines() if not l.startswith("start_date")))
+    with pytest.raises(ConfigError, match="field 'start_date': Field required"):
+        load_config(path)

@@ -1,0 +1,172 @@
+"""Each step on a small slice of the real taxi data, with the real TFDV/TFT/TF/TFMA."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+import tensorflow_transform as tft
+
+from conftest import SPAN, run_step
+from pipeline_lib import artifacts, serving
+from pipeline_lib.steps import ingest, validate
+
+
+def read_examples(folder: Path) -> list[tf.train.Example]:
+    files = sorted(str(p) for p in folder.glob("*.tfrecord"))
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files)]
+
+
+def value(example: tf.train.Example, key: str):
+    feature = example.features.feature[key]
+    kind = feature.WhichOneof("kind")
+    return getattr(feature, kind).value[0] if kind and getattr(feature, kind).value else None
+
+
+def test_ingest_reads_the_window_and_splits_deterministically(chain, config, tmp_path):
+    result = chain["ingest"]
+    start, end = ingest.window(config, SPAN)
+    with duckdb.connect(str(config.source.database_path()), read_only=True) as con:
+        expected = con.execute("SELECT count(*) FROM taxi_trips WHERE trip_start_timestamp >= ? "
+                               "AND trip_start_timestamp < ?", [int(start.timestamp()), int(end.timestamp())]).fetchone()[0]
+    assert expected > 500
+    assert result["rows"]["train"] + result["rows"]["eval"] == expected
+    assert 0.12 < result["rows"]["eval"] / expected < 0.28
+
+    examples = Path(result["examples"])
+    train = read_examples(examples / "train")
+    assert len(train) == result["rows"]["train"]
+    assert all(start.timestamp() <= value(e, "trip_start_timestamp") < end.timestamp() for e in train)
+    assert any(value(e, "company") is None for e in train), "a NULL must be a feature without values"
+
+    again = ingest.run(config, tmp_path / "again", SPAN)
+    assert again["rows"] == result["rows"]
+    for split in ingest.SPLITS:
+        rows = lambda folder: sorted(str(sorted((k, str(v)) for k, v in e.features.feature.items()))
+                                     for e in read_examples(folder / split))
+        assert rows(tmp_path / "again") == rows(examples), f"{split}: the same rows in the same split"
+
+
+def test_ingest_of_an_empty_window_fails_clearly_and_keeps_earlier_output(chain, config):
+    output = Path(chain["ingest"]["examples"])
+    before = (output / artifacts.RESULT_FILENAME).read_text()
+    with pytest.raises(ingest.EmptySpan, match=r"no rows in taxi_trips for window \[2029-10-03, 2030-01-01\)"):
+        ingest.run(config, output, dt.date(2030, 1, 1))
+    assert (output / artifacts.RESULT_FILENAME).read_text() == before
+
+
+def test_step_cli_reports_the_error_as_json(config, tmp_path):
+    result_file = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "pipeline_lib.cli", "ingest", "--config", str(config.config_dir / "pipeline.yaml"),
+                           "--output-dir", str(tmp_path / "out"), "--span-date", "2030-01-01",
+                           "--result-file", str(result_file)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert json.loads(result_file.read_text())["error"].startswith("EmptySpan: no rows in taxi_trips")
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_writes_statistics_and_infers_the_schema_once(chain, config):
+    result = chain["validate"]
+    assert result["schema_inferred"] is True
+    for split, path in result["statistics"].items():
+        stats = tfdv.load_stats_binary(path)
+        assert stats.datasets[0].num_examples == chain["ingest"]["rows"][split]
+    schema = tfdv.load_schema_text(result["schema"])
+    assert "SERVING" in tfdv.get_feature(schema, "tips").not_in_environment
+    assert {f.name for f in schema.feature} == set(config.raw_columns())
+    train_stats = tfdv.load_stats_binary(result["statistics"]["train"])
+    company = tfdv.get_feature_stats(train_stats.datasets[0], tfdv.FeaturePath(["company"]))
+    assert company.string_stats.common_stats.num_missing > 0, "NULLs are counted as missing"
+
+    schema_text = Path(result["schema"]).read_text()
+    again = run_step(config, "validate", examples=chain["ingest"]["examples"])
+    assert again["schema_inferred"] is False
+    assert Path(again["schema"]).read_text() == schema_text
+
+
+def test_validate_flags_a_new_category_against_the_schema(chain, config):
+    """Rows paying by a method never seen before, in a later span, are an anomaly."""
+    later = dt.date(2014, 6, 1)
+    with duckdb.connect(str(config.source.database_path())) as con:
+        con.execute("INSERT INTO taxi_trips SELECT * REPLACE ('Bitcoin' AS payment_type, "
+                    "trip_start_timestamp + 90 * 86400 AS trip_start_timestamp) FROM taxi_trips "
+                    "WHERE trip_start_timestamp >= ? AND trip_start_timestamp < ? LIMIT 200",
+                    [int(dt.datetime(2014, 3, 1, tzinfo=dt.timezone.utc).timestamp()),
+                     int(dt.datetime(2014, 3, 2, tzinfo=dt.timezone.utc).timestamp()) + 86400 * 20])
+    examples = run_step(config, "ingest", span=later, span_date=later)["examples"]
+    result = run_step(config, "validate", span=later, examples=examples)
+    assert result["schema_inferred"] is False
+    flagged = [a for a in result["anomalies"] if a["feature"] == "payment_type"]
+    assert flagged and all(a["kind"] == "ENUM_TYPE_UNEXPECTED_STRING_VALUES" for a in flagged)
+    assert "Bitcoin" in flagged[0]["description"]
+
+
+def test_transform_computes_the_label_and_keeps_the_raw_metadata(chain, config):
+    out = tft.TFTransformOutput(chain["transform"]["transform_graph"])
+    assert "tips" in out.raw_feature_spec()
+    assert {f"{k}_xf" for k in config.features.all()} | {"big_tipper"} == set(out.transformed_feature_spec())
+
+    transformed = Path(chain["transform"]["transformed_examples"])
+    raw = read_examples(Path(chain["ingest"]["examples"]) / "eval")
+    xf = read_examples(transformed / "eval")
+    assert len(xf) == len(raw)
+    f32 = np.float32  # as TF computes it
+    big_tippers = sum(1 for e in raw if value(e, "fare") is not None
+                      and f32(value(e, "tips")) > f32(value(e, "fare")) * f32(0.2))
+    assert sum(value(e, "big_tipper") for e in xf) == big_tippers
+
+
+def test_trained_model_serves_raw_examples_without_the_label(chain):
+    model = tf.saved_model.load(chain["train"]["model"])
+    assert {"serving_default", "transform_features"} <= set(model.signatures)
+    raw = read_examples(Path(chain["ingest"]["examples"]) / "eval")[:10]
+    for e in raw:
+        del e.features.feature["tips"]
+    outputs = model.signatures["serving_default"](examples=tf.constant([e.SerializeToString() for e in raw]))
+    probabilities = outputs["outputs"].numpy()
+    assert probabilities.shape == (10, 1)
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+def test_first_model_is_blessed_on_value_thresholds_and_pushed_as_version_1(chain, config):
+    verdict = chain["evaluate"]
+    assert verdict["blessed"] is True
+    assert verdict["baseline_version"] is None
+    assert any("first model" in r for r in verdict["reasons"])
+    candidate = verdict["metrics"]["candidate"]
+    assert candidate["example_count"] == chain["ingest"]["rows"]["eval"]
+    assert candidate["auc"] > 0.5
+    assert chain["push"] == {"pushed": True, "version": 1, "reason": "blessed",
+                             "path": str(config.serving.model_dir() / "1")}
+    assert (config.serving.model_dir() / "1" / "saved_model.pb").is_file()
+
+
+def test_a_threshold_the_candidate_cannot_meet_blocks_the_push(chain, make_config, config):
+    strict = make_config({"evaluation": {"thresholds": {"AUC": {"lower_bound": 0.999}}},
+                          "serving": {"model_name": config.serving.model_name}}, name="taxi_strict")
+    serving_before = serving.versions(config.serving.model_dir())
+    verdict = run_step(strict, "evaluate", model=chain["train"]["model"], examples=chain["ingest"]["examples"])
+    assert verdict["blessed"] is False
+    assert verdict["baseline_version"] == serving_before[-1]
+    assert any(r.startswith("auc = ") and "0.999" in r for r in verdict["reasons"])
+    assert set(verdict["metrics"]) == {"candidate", "baseline"}
+
+    pushed = run_step(strict, "push", model=chain["train"]["model"], blessing=verdict["blessing"])
+    assert pushed["pushed"] is False and pushed["reason"].startswith("not blessed: auc = ")
+    assert serving.versions(config.serving.model_dir()) == serving_before
+
+
+def test_push_refuses_a_blessing_made_for_another_model(chain, config, tmp_path):
+    blessing = json.loads(Path(chain["evaluate"]["blessing"]).read_text())
+    forged = tmp_path / "blessing.json"
+    forged.write_text(json.dumps({**blessing, "candidate": "/elsewhere/model"}))
+    with pytest.raises(ValueError, match="is for /elsewhere/model"):
+        run_step(config, "push", model=chain["train"]["model"], blessing=str(forged))

@@ -1,0 +1,43 @@
+"""Test pipelines: the real taxi_tips config with a few fields overridden, written to a tmp folder.
+
+Shared by both test suites (plain yaml, no Airflow or TensorFlow imports)."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import yaml
+
+from pipeline_lib import settings
+
+TAXI_DIR = settings.REPO_ROOT / "pipelines" / "taxi_tips"
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def write_pipeline(pipelines_dir: Path, overrides: dict | None = None) -> Path:
+    """Copy taxi_tips into `pipelines_dir/<name>/` with `overrides` deep-merged into its config."""
+    raw = merge(yaml.safe_load((TAXI_DIR / "pipeline.yaml").read_text()), overrides or {})
+    target = pipelines_dir / raw["name"]
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(TAXI_DIR / "taxi_tips.py", target / "taxi_tips.py")
+    path = target / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def warehouse_copy(tmp_dir: Path) -> Path:
+    """A private copy of the loaded warehouse, so a test may add rows."""
+    source = settings.warehouse_path()
+    if not source.exists():
+        raise RuntimeError(f"no warehouse at {source}: run `make data` first")
+    target = tmp_dir / "warehouse.duckdb"
+    shutil.copy(source, target)
+    return target
