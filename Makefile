@@ -19,7 +19,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 
-.PHONY: envs data airflow-init demo test lock clean
+.PHONY: envs data airflow-init demo test bench lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -57,6 +57,10 @@ test: envs data
 	ml=0; $(ML)/bin/python -m pytest tests/ml -q -p no:cacheprovider || ml=$$?; \
 	af=0; $(AF)/bin/python -m pytest tests/airflow -q -p no:cacheprovider || af=$$?; \
 	echo "ML environment: exit $$ml; Airflow environment: exit $$af"; exit $$(( ml || af ))
+
+BENCH_ROWS ?= 15002
+bench: envs data airflow-init
+	$(AF)/bin/python bench/pipeline_bench.py --rows $(BENCH_ROWS) --json $(DATA)/bench.json
 
 lock: | $(UV)
 	$(UV) pip compile -q requirements.txt -o locks/airflow.lock --python-version 3.11

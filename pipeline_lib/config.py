@@ -79,6 +79,7 @@ class Training(_Strict):
     batch_size: PositiveInt = 64
     learning_rate: float = Field(default=0.001, gt=0)
     hidden_units: list[PositiveInt] = [64, 32]
+    seed: int = Field(default=0, description="weights and shuffling repeat from run to run")
 
 
 class Threshold(_Strict):

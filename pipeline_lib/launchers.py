@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,11 +29,13 @@ def step_command(python: Path, step: str, args: dict[str, str], result_file: Pat
 
 
 class LocalLauncher:
-    """The ML venv's python as a subprocess (the local default)."""
+    """The ML venv's python as a subprocess (the local default). After each run, `last_seconds`
+    and `last_peak_rss_mib` hold the step's wall time and the process's peak memory."""
 
     def __init__(self, python: Path | None = None, env: dict[str, str] | None = None):
         self.python = Path(python or settings.ml_python())
         self.env = env or {}
+        self.last_seconds = self.last_peak_rss_mib = None
 
     def run(self, step: str, args: dict[str, str], log: Callable[[str], None] = print) -> dict:
         if not self.python.exists():
@@ -43,10 +46,15 @@ class LocalLauncher:
             log("launching: " + " ".join(cmd))
             env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "1", **self.env}
             env.pop("PYTHONPATH", None)  # the Airflow env's paths must not leak into the ML env
+            start = time.perf_counter()
             with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   env=env, bufsize=1) as proc:
                 for line in proc.stdout:
                     log(line.rstrip("\n"))
+                _, status, usage = os.wait4(proc.pid, 0)  # wait() gives no rusage of the child
+                proc.returncode = os.waitstatus_to_exitcode(status)
+            self.last_seconds, self.last_peak_rss_mib = time.perf_counter() - start, usage.ru_maxrss / 1024
+            log(f"{step} ran {self.last_seconds:.1f} s, peak RSS {self.last_peak_rss_mib:.0f} MiB")
             result = json.loads(result_file.read_text()) if result_file.exists() else {}
         if proc.returncode != 0 or "error" in result:
             raise StepFailed(result.get("error") or f"step {step} exited with {proc.returncode}")

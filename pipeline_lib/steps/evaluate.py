@@ -69,20 +69,30 @@ def overall_metrics(output: Path, models: list[str]) -> dict[str, dict[str, floa
     return found
 
 
+def threshold_text(threshold) -> str:
+    """TFMA's MetricThreshold in words, e.g. 'lower bound 0.6' or 'change >= -0.01'."""
+    parts = []
+    value = threshold.value_threshold
+    if value.HasField("lower_bound"):
+        parts.append(f"lower bound {value.lower_bound.value:g}")
+    if value.HasField("upper_bound"):
+        parts.append(f"upper bound {value.upper_bound.value:g}")
+    change = threshold.change_threshold
+    if change.HasField("absolute"):
+        sign = ">=" if change.direction == tfma.MetricDirection.HIGHER_IS_BETTER else "<="
+        parts.append(f"change {sign} {change.absolute.value:g}")
+    return ", ".join(parts)
+
+
 def reasons_from(validation) -> list[str]:
     reasons = []
     for per_slice in validation.metric_validations_per_slice:
         for failure in per_slice.failures:
             key = failure.metric_key
             what = f"{key.name} change vs serving model" if key.is_diff else key.name
-            reasons.append(f"{what} = {failure.metric_value.double_value.value:.4f} fails threshold "
-                           f"{tfma_threshold_text(failure.metric_threshold)}")
+            reasons.append(f"{what} = {failure.metric_value.double_value.value:.4f} fails "
+                           f"{threshold_text(failure.metric_threshold)}")
     return reasons
-
-
-def tfma_threshold_text(threshold) -> str:
-    from google.protobuf import text_format
-    return text_format.MessageToString(threshold, as_one_line=True)
 
 
 def run(config, output_dir: Path, model: str, examples: str) -> dict:

@@ -56,6 +56,7 @@ def signatures(model, tf_transform_output, label_inputs: list[str]) -> dict:
 
 
 def run(config, output_dir: Path, transform_graph: str, transformed_examples: str) -> dict:
+    tf.keras.utils.set_random_seed(config.training.seed)
     tf_transform_output = tft.TFTransformOutput(transform_graph)
     spec = tf_transform_output.transformed_feature_spec()
     model = user_module.model_fn(config)(config, tf_transform_output)
