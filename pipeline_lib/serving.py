@@ -12,6 +12,11 @@ import shutil
 import uuid
 from pathlib import Path
 
+# the exported model's signatures: raw serialized tf.Examples in; the second feeds TFMA the
+# transformed features (and the label computed from raw columns)
+SERVING_SIGNATURE = "serving_default"
+TRANSFORM_SIGNATURE = "transform_features"
+
 
 def versions(model_dir: Path) -> list[int]:
     if not model_dir.is_dir():

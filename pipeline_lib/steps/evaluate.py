@@ -11,7 +11,7 @@ import tensorflow_model_analysis as tfma
 
 from pipeline_lib import artifacts, serving
 from pipeline_lib.beam import pipeline_options
-from pipeline_lib.steps.train import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
+from pipeline_lib.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 CANDIDATE, BASELINE = "candidate", "baseline"
 BLESSING = "blessing.json"

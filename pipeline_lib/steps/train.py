@@ -11,6 +11,7 @@ import tensorflow_transform as tft
 from tensorflow.python.autograph.core import config as autograph_config
 
 from pipeline_lib import artifacts, user_module
+from pipeline_lib.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +20,6 @@ log = logging.getLogger(__name__)
 autograph_config.CONVERSION_RULES = (autograph_config.DoNotConvert("tf_keras"),
                                      *autograph_config.CONVERSION_RULES)
 MODEL = "model"
-SERVING_SIGNATURE = "serving_default"
-TRANSFORM_SIGNATURE = "transform_features"
 
 
 def dataset(config, transformed: Path, split: str, feature_spec: dict, model_inputs: list[str],
