@@ -39,7 +39,7 @@ def summary(pipeline: str, date: dt.date) -> str:
         lines.append(f"  trained    {r['train']['steps']} steps; eval {_metrics(r['train']['eval_metrics'])}")
     if r["evaluate"]:
         e = r["evaluate"]
-        for model, values in e["metrics"].items():
+        for model, values in sorted(e["metrics"].items(), key=lambda kv: kv[0] != "candidate"):
             name = model if model == "candidate" else f"baseline (serving v{e['baseline_version']})"
             lines.append(f"  evaluated  {name}: {_metrics(values)}")
         lines.append(f"  blessed    {'yes' if e['blessed'] else 'NO'}" + "".join(f"\n    - {why}" for why in e["reasons"]))
