@@ -5,8 +5,8 @@ orchestration overhead (DAG wall time minus the steps' own wall time).
     .venv-airflow/bin/python bench/pipeline_bench.py --rows 15002 150000 --json .data/bench.json
 
 Sizes above the sample's 15,002 rows are drawn from it by a seeded resampler: whole rows with
-replacement (so each column's distribution is kept), each copy's timestamp moved by under an hour
-so that copies stay distinct rows.
+replacement, chosen by a hash of the row number and the seed (so each column's distribution is
+kept and the draw repeats), each copy's timestamp moved by under an hour so copies stay distinct.
 """
 
 from __future__ import annotations
@@ -41,11 +41,10 @@ def resample(source: Path, target: Path, rows: int, seed: int = 42) -> None:
         if rows <= SAMPLE_ROWS:
             con.execute(f"CREATE TABLE taxi_trips AS SELECT * FROM src.taxi_trips LIMIT {rows}")
             return
-        con.execute(f"SELECT setseed({seed / 100})")
         con.execute(f"""
             CREATE TABLE taxi_trips AS
             WITH numbered AS (SELECT *, row_number() OVER () - 1 AS n FROM src.taxi_trips),
-                 draws AS (SELECT floor(random() * {SAMPLE_ROWS})::BIGINT AS n, i FROM range({rows}) r(i))
+                 draws AS (SELECT (hash(i + {seed}) % {SAMPLE_ROWS})::BIGINT AS n, i FROM range({rows}) r(i))
             SELECT numbered.* EXCLUDE (n) REPLACE (
                        CASE WHEN draws.i < {SAMPLE_ROWS} THEN trip_start_timestamp
                             ELSE trip_start_timestamp + (hash(draws.i) % 3600)::BIGINT END AS trip_start_timestamp)
@@ -61,18 +60,9 @@ def run_step(step: str, args: dict) -> tuple[dict, float, float]:
 
 def bench_steps(config_path: Path, name: str) -> dict:
     out, figures = {}, {}
-    step_dir = lambda step: str(artifacts.step_dir(name, SPAN, step))  # noqa: E731
-    plan = [
-        ("ingest", lambda: {"span_date": SPAN.isoformat()}),
-        ("validate", lambda: {"examples": out["ingest"]["examples"]}),
-        ("transform", lambda: {"examples": out["ingest"]["examples"], "schema": out["validate"]["schema"]}),
-        ("train", lambda: {"transform_graph": out["transform"]["transform_graph"],
-                           "transformed_examples": out["transform"]["transformed_examples"]}),
-        ("evaluate", lambda: {"model": out["train"]["model"], "examples": out["ingest"]["examples"]}),
-        ("push", lambda: {"model": out["train"]["model"], "blessing": out["evaluate"]["blessing"]}),
-    ]
-    for step, inputs in plan:
-        args = {"config": str(config_path), "output_dir": step_dir(step), **inputs()}
+    for step in artifacts.STEPS:
+        inputs = artifacts.inputs_from(step, out) if artifacts.INPUTS[step] else {"span_date": SPAN.isoformat()}
+        args = {"config": str(config_path), "output_dir": str(artifacts.step_dir(name, SPAN, step)), **inputs}
         out[step], wall, rss = run_step(step, args)
         figures[step] = {"seconds": round(wall, 2), "peak_rss_mib": round(rss)}
     rows = sum(out["ingest"]["rows"].values())

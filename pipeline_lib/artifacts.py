@@ -13,6 +13,21 @@ from pipeline_lib import settings
 
 STEPS = ("ingest", "validate", "transform", "train", "evaluate", "push")
 RESULT_FILENAME = "result.json"
+# each step's inputs: argument -> (upstream step, key of that step's result); ingest takes the span date
+INPUTS: dict[str, dict[str, tuple[str, str]]] = {
+    "ingest": {},
+    "validate": {"examples": ("ingest", "examples")},
+    "transform": {"examples": ("ingest", "examples"), "schema": ("validate", "schema")},
+    "train": {"transform_graph": ("transform", "transform_graph"),
+              "transformed_examples": ("transform", "transformed_examples")},
+    "evaluate": {"model": ("train", "model"), "examples": ("ingest", "examples")},
+    "push": {"model": ("train", "model"), "blessing": ("evaluate", "blessing")},
+}
+
+
+def inputs_from(step: str, results: dict[str, dict]) -> dict[str, str]:
+    """A step's input arguments taken from its upstream steps' results."""
+    return {arg: results[upstream][key] for arg, (upstream, key) in INPUTS[step].items()}
 
 
 def pipeline_root(pipeline: str) -> Path:

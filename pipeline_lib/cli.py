@@ -17,15 +17,10 @@ import sys
 import traceback
 from pathlib import Path
 
-# step -> (module, its arguments besides --config/--output-dir/--result-file)
-STEP_ARGS: dict[str, tuple[str, ...]] = {
-    "ingest": ("span_date",),
-    "validate": ("examples",),
-    "transform": ("examples", "schema"),
-    "train": ("transform_graph", "transformed_examples"),
-    "evaluate": ("model", "examples"),
-    "push": ("model", "blessing"),
-}
+from pipeline_lib.artifacts import INPUTS, STEPS
+
+# each step's arguments besides --config/--output-dir/--result-file
+STEP_ARGS: dict[str, tuple[str, ...]] = {step: tuple(INPUTS[step]) or ("span_date",) for step in STEPS}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, chain
 
 from pipeline_lib.config import discover, load_config
-from pipeline_ops.operators import (EvaluateOperator, IngestOperator, PushOperator, TrainOperator,
-                                    TransformOperator, ValidateOperator, from_task)
+from pipeline_ops.operators import OPERATORS
 
 
 def build_dag(config_path: Path) -> DAG:
@@ -27,18 +26,8 @@ def build_dag(config_path: Path) -> DAG:
         default_args={"owner": config.owner, "retries": 0},
         tags=["ml-pipeline", config.name],
     ) as dag:
-        ingest = IngestOperator(config_path=path)
-        validate = ValidateOperator(config_path=path, examples=from_task("ingest", "examples"))
-        transform = TransformOperator(config_path=path, examples=from_task("ingest", "examples"),
-                                      schema=from_task("validate", "schema"))
-        train = TrainOperator(config_path=path,
-                              transform_graph=from_task("transform", "transform_graph"),
-                              transformed_examples=from_task("transform", "transformed_examples"))
-        evaluate = EvaluateOperator(config_path=path, model=from_task("train", "model"),
-                                    examples=from_task("ingest", "examples"))
-        push = PushOperator(config_path=path, model=from_task("train", "model"),
-                            blessing=from_task("evaluate", "blessing"))
-        ingest >> validate >> transform >> train >> evaluate >> push
+        tasks = [operator(config_path=path) for operator in OPERATORS]
+        chain(*tasks)
     return dag
 
 

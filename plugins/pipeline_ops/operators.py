@@ -26,16 +26,17 @@ def from_task(task_id: str, key: str) -> str:
 
 
 class MLStepOperator(BaseOperator):
-    """Runs `python -m pipeline_lib.cli <step>` through a launcher; inputs are templated URIs."""
+    """Runs `python -m pipeline_lib.cli <step>` through a launcher. Its inputs are the upstream
+    tasks' results (artifacts.INPUTS), templated so the UI shows the URIs each run used."""
 
     step: str
-    inputs: Sequence[str] = ()
     template_fields: Sequence[str] = ("step_inputs",)
     ui_color = "#e8f0fe"
 
     def __init__(self, *, config_path: str, **kwargs):
         self.config_path = config_path
-        self.step_inputs = {name: kwargs.pop(name) for name in self.inputs}
+        self.step_inputs = {arg: from_task(upstream, key)
+                            for arg, (upstream, key) in artifacts.INPUTS[self.step].items()}
         kwargs.setdefault("task_id", self.step)
         super().__init__(**kwargs)
 
@@ -60,25 +61,25 @@ class IngestOperator(MLStepOperator):
 
 
 class ValidateOperator(MLStepOperator):
-    step, inputs = "validate", ("examples",)
+    step = "validate"
 
 
 class TransformOperator(MLStepOperator):
-    step, inputs = "transform", ("examples", "schema")
+    step = "transform"
 
 
 class TrainOperator(MLStepOperator):
-    step, inputs = "train", ("transform_graph", "transformed_examples")
+    step = "train"
 
 
 class EvaluateOperator(MLStepOperator):
-    step, inputs = "evaluate", ("model", "examples")
+    step = "evaluate"
 
 
 class PushOperator(MLStepOperator):
     """Skipped, with the blessing's reasons, when the model is not blessed: serving is untouched."""
 
-    step, inputs = "push", ("model", "blessing")
+    step = "push"
 
     def execute(self, context):
         result = super().execute(context)
@@ -86,3 +87,6 @@ class PushOperator(MLStepOperator):
             raise AirflowSkipException(f"model not pushed, serving stays at version {result['version']}: "
                                        f"{result['reason']}")
         return result
+
+
+OPERATORS = (IngestOperator, ValidateOperator, TransformOperator, TrainOperator, EvaluateOperator, PushOperator)

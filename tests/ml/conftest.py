@@ -61,13 +61,8 @@ def run_step(config, name: str, span=SPAN, **inputs) -> dict:
 @pytest.fixture(scope="session")
 def chain(config):
     """Every step once, in order, as the DAG runs them; returns each step's result."""
-    out = {"ingest": run_step(config, "ingest", span_date=SPAN)}
-    out["validate"] = run_step(config, "validate", examples=out["ingest"]["examples"])
-    out["transform"] = run_step(config, "transform", examples=out["ingest"]["examples"],
-                                schema=out["validate"]["schema"])
-    out["train"] = run_step(config, "train", transform_graph=out["transform"]["transform_graph"],
-                            transformed_examples=out["transform"]["transformed_examples"])
-    out["evaluate"] = run_step(config, "evaluate", model=out["train"]["model"],
-                               examples=out["ingest"]["examples"])
-    out["push"] = run_step(config, "push", model=out["train"]["model"], blessing=out["evaluate"]["blessing"])
+    out = {}
+    for step in artifacts.STEPS:
+        inputs = artifacts.inputs_from(step, out) if artifacts.INPUTS[step] else {"span_date": SPAN}
+        out[step] = run_step(config, step, **inputs)
     return out
