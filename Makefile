@@ -3,30 +3,39 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PIP_VERSION := 26.3
 UV_VERSION := 0.13.9
+# the taxi sample ships inside this wheel (PyPI, Apache-2.0); its hash is checked on download
 TFX_WHEEL := tfx-1.16.0-py3-none-any.whl
+TFX_SHA256 := 967edcb295abd566e494f5dfe89810130ceb16180f34d0eb009b284a5ece22b8
 DEMO_DATE ?= 2017-01-01
 
 TOOLS := .venv-tools
 UV := $(TOOLS)/bin/uv
+TOOLS_STAMP := $(TOOLS)/.pip-$(PIP_VERSION)-uv-$(UV_VERSION)
 AF := .venv-airflow
 ML := .venv-ml
 DATA := .data
 
+# The environment of every recipe (the one place it is set). Settings for pipeline_lib
+# (PIPELINE_WAREHOUSE, PIPELINE_ARTIFACT_ROOT, ...) keep their defaults under .data/ unless set.
 export UV_COMPILE_BYTECODE := 1
 export AIRFLOW_HOME := $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__API__HOST := 127.0.0.1
 
 .PHONY: envs data airflow-init demo test bench lock clean
 
-$(UV):
-	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install -q uv==$(UV_VERSION)
+$(TOOLS_STAMP):
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION) uv==$(UV_VERSION)
+	rm -f $(TOOLS)/.pip-*-uv-*
+	touch $@
 
 # a venv is (re)synced when its lock or the package metadata changes
-.venv-%/.synced: locks/%.lock pyproject.toml | $(UV)
+.venv-%/.synced: locks/%.lock pyproject.toml | $(TOOLS_STAMP)
 	test -x .venv-$*/bin/python || $(UV) venv -q .venv-$* --python $(PYTHON)
 	$(UV) pip sync -q --python .venv-$*/bin/python locks/$*.lock
 	$(UV) pip install -q --python .venv-$*/bin/python --no-deps -e .
@@ -34,24 +43,31 @@ $(UV):
 
 envs: $(AF)/.synced $(ML)/.synced
 
-$(DATA)/downloads/$(TFX_WHEEL): | $(UV)
-	$(TOOLS)/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.10 \
-		tfx==1.16.0 -d $(DATA)/downloads
+$(DATA)/downloads/$(TFX_WHEEL): | $(TOOLS_STAMP)
+	$(TOOLS)/bin/pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version 3.10 --require-hashes -r <(echo "tfx==1.16.0 --hash=sha256:$(TFX_SHA256)") \
+		-d $(DATA)/downloads
 
 $(DATA)/warehouse.duckdb: $(DATA)/downloads/$(TFX_WHEEL) scripts/load_taxi_sample.py | $(AF)/.synced
 	$(AF)/bin/python scripts/load_taxi_sample.py $< $@
 
 data: $(DATA)/warehouse.duckdb
 
-$(AIRFLOW_HOME)/airflow.db: | $(AF)/.synced
+# migrated again after the Airflow environment changes (`db migrate` is idempotent)
+$(AIRFLOW_HOME)/.migrated: $(AF)/.synced
 	$(AF)/bin/airflow db migrate > /dev/null
+	touch $@
 
-airflow-init: $(AIRFLOW_HOME)/airflow.db
+airflow-init: $(AIRFLOW_HOME)/.migrated
 
+# the run's log goes to a file; the summary is printed whether the run passed or not
 demo: envs data airflow-init
-	$(AF)/bin/airflow dags test taxi_tips $(DEMO_DATE) > $(DATA)/demo-$(DEMO_DATE).log 2>&1 \
-		|| { tail -n 40 $(DATA)/demo-$(DEMO_DATE).log; echo "demo run failed: see $(DATA)/demo-$(DEMO_DATE).log"; exit 1; }
-	@$(AF)/bin/python -m pipeline_lib.report --pipeline taxi_tips --date $(DEMO_DATE)
+	@echo "airflow dags test taxi_tips $(DEMO_DATE) (log: $(DATA)/demo-$(DEMO_DATE).log)"
+	@rc=0; $(AF)/bin/airflow dags test taxi_tips $(DEMO_DATE) > $(DATA)/demo-$(DEMO_DATE).log 2>&1 || rc=$$?; \
+	if [ $$rc -ne 0 ]; then tail -n 40 $(DATA)/demo-$(DEMO_DATE).log; echo; fi; \
+	$(AF)/bin/python -m pipeline_lib.report --pipeline taxi_tips --date $(DEMO_DATE) || { r=$$?; [ $$rc -ne 0 ] || rc=$$r; }; \
+	if [ $$rc -ne 0 ]; then echo "demo run failed (exit $$rc): see $(DATA)/demo-$(DEMO_DATE).log"; fi; \
+	exit $$rc
 
 test: envs data
 	ml=0; $(ML)/bin/python -m pytest tests/ml -q -p no:cacheprovider || ml=$$?; \
@@ -62,9 +78,10 @@ BENCH_ROWS ?= 15002
 bench: envs data airflow-init
 	$(AF)/bin/python bench/pipeline_bench.py --rows $(BENCH_ROWS) --json $(DATA)/bench.json
 
-lock: | $(UV)
+lock: | $(TOOLS_STAMP)
 	$(UV) pip compile -q requirements.txt -o locks/airflow.lock --python-version 3.11
 	$(UV) pip compile -q requirements-ml.txt -o locks/ml.lock --python-version 3.11
 
+# the environments stay (rebuild one with `rm -rf .venv-ml && make envs`)
 clean:
 	rm -rf $(DATA) $(AIRFLOW_HOME)

