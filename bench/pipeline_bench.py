@@ -61,8 +61,8 @@ def run_step(step: str, args: dict) -> tuple[dict, float, float]:
 def bench_steps(config_path: Path, name: str) -> dict:
     out, figures = {}, {}
     for step in artifacts.STEPS:
-        inputs = artifacts.inputs_from(step, out) if artifacts.INPUTS[step] else {"span_date": SPAN.isoformat()}
-        args = {"config": str(config_path), "output_dir": str(artifacts.step_dir(name, SPAN, step)), **inputs}
+        args = {"config": str(config_path), "output_dir": str(artifacts.step_dir(name, SPAN, step)),
+                **artifacts.inputs_from(step, out), **artifacts.run_args(step, SPAN, "bench")}
         out[step], wall, rss = run_step(step, args)
         figures[step] = {"seconds": round(wall, 2), "peak_rss_mib": round(rss)}
     rows = sum(out["ingest"]["rows"].values())

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pipeline_lib import settings
 
-STEPS = ("ingest", "validate", "transform", "train", "evaluate", "push")
+STEPS = ("ingest", "validate", "transform", "train", "evaluate", "infra_validate", "push")
 RESULT_FILENAME = "result.json"
-# each step's inputs: argument -> (upstream step, key of that step's result); ingest takes the span date
+# each step's inputs: argument -> (upstream step, key of that step's result)
 INPUTS: dict[str, dict[str, tuple[str, str]]] = {
     "ingest": {},
     "validate": {"examples": ("ingest", "examples")},
@@ -21,13 +21,24 @@ INPUTS: dict[str, dict[str, tuple[str, str]]] = {
     "train": {"transform_graph": ("transform", "transform_graph"),
               "transformed_examples": ("transform", "transformed_examples")},
     "evaluate": {"model": ("train", "model"), "examples": ("ingest", "examples")},
-    "push": {"model": ("train", "model"), "blessing": ("evaluate", "blessing")},
+    "infra_validate": {"model": ("train", "model"), "examples": ("ingest", "examples")},
+    "push": {"model": ("train", "model"), "blessing": ("evaluate", "blessing"),
+             "infra_blessing": ("infra_validate", "infra_blessing"), "examples": ("ingest", "examples"),
+             "schema": ("validate", "schema"), "transform_graph": ("transform", "transform_graph")},
 }
+# arguments that come from the run rather than from an upstream step
+RUN_ARGS: dict[str, tuple[str, ...]] = {"ingest": ("span_date",), "push": ("run_id",)}
 
 
 def inputs_from(step: str, results: dict[str, dict]) -> dict[str, str]:
     """A step's input arguments taken from its upstream steps' results."""
     return {arg: results[upstream][key] for arg, (upstream, key) in INPUTS[step].items()}
+
+
+def run_args(step: str, span_date: dt.date, run_id: str) -> dict[str, str]:
+    """The step's arguments that come from the run (RUN_ARGS)."""
+    values = {"span_date": span_date.isoformat(), "run_id": run_id}
+    return {name: values[name] for name in RUN_ARGS.get(step, ())}
 
 
 def pipeline_root(pipeline: str) -> Path:

@@ -17,10 +17,10 @@ import sys
 import traceback
 from pathlib import Path
 
-from pipeline_lib.artifacts import INPUTS, STEPS
+from pipeline_lib.artifacts import INPUTS, RUN_ARGS, STEPS
 
 # each step's arguments besides --config/--output-dir/--result-file
-STEP_ARGS: dict[str, tuple[str, ...]] = {step: tuple(INPUTS[step]) or ("span_date",) for step in STEPS}
+STEP_ARGS: dict[str, tuple[str, ...]] = {step: (*INPUTS[step], *RUN_ARGS.get(step, ())) for step in STEPS}
 
 
 def _parser() -> argparse.ArgumentParser:

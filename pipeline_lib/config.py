@@ -74,12 +74,35 @@ class UserModule(_Strict):
     model_fn: str = "build_model"
 
 
+class WarmStart(_Strict):
+    """Start from the serving model's weights, for the layers whose names match `layers` (regular
+    expressions, e.g. `embed_.*` for every embedding of the taxi model)."""
+
+    enabled: bool = True
+    layers: list[str] = [".*"]
+
+
+class EarlyStopping(_Strict):
+    """Stop when `monitor` (on the eval split, checked each epoch) stops improving; keep the best
+    epoch's weights. `patience: null` turns it off."""
+
+    monitor: str = "val_loss"
+    patience: PositiveInt | None = 2
+    min_delta: float = Field(default=0.0, ge=0)
+
+
 class Training(_Strict):
+    """`steps` in all, in `epochs` epochs: an epoch is the unit of early stopping and of the
+    backups a retried task resumes from."""
+
     steps: PositiveInt = 1000
+    epochs: PositiveInt = 4
     batch_size: PositiveInt = 64
     learning_rate: float = Field(default=0.001, gt=0)
     hidden_units: list[PositiveInt] = [64, 32]
     seed: int = Field(default=0, description="weights and shuffling repeat from run to run")
+    warm_start: WarmStart = WarmStart()
+    early_stopping: EarlyStopping = EarlyStopping()
 
 
 class Threshold(_Strict):
@@ -112,6 +135,16 @@ class Evaluation(_Strict):
         if unknown:
             raise ValueError(f"thresholds name metrics not in `metrics`: {unknown}")
         return self
+
+
+class InfraValidation(_Strict):
+    """The candidate must answer `requests` single-example requests and one of `batch_size`
+    examples, each output shaped [batch, *output_shape]; optionally within a p99 latency."""
+
+    requests: PositiveInt = 100
+    batch_size: PositiveInt = 100
+    output_shape: list[PositiveInt] = [1]
+    max_p99_ms: float | None = Field(default=None, gt=0)
 
 
 class Serving(_Strict):
@@ -150,6 +183,7 @@ class PipelineConfig(_Strict):
     module: UserModule
     training: Training = Training()
     evaluation: Evaluation = Evaluation()
+    infra_validation: InfraValidation = InfraValidation()
     serving: Serving
     beam: Beam = Beam()
     alerts: Alerts = Alerts()

@@ -36,13 +36,23 @@ def summary(pipeline: str, date: dt.date) -> str:
         lines += [f"    - [{a['severity']}] {a['split']}/{a['feature']}: {a['kind']}: {a['description'].strip()}"
                   for a in anomalies[:5]]
     if r["train"]:
-        lines.append(f"  trained    {r['train']['steps']} steps; eval {_metrics(r['train']['eval_metrics'])}")
+        t = r["train"]
+        warm = t["warm_start"]["from_version"]
+        lines.append(f"  trained    {t['steps']} steps in {len(t['epochs_run'])} epochs"
+                     f"{' (stopped early)' if t['stopped_early'] else ''}, "
+                     f"{'warm from v' + str(warm) if warm else 'cold start'}, {t['distribution']['strategy']}; "
+                     f"eval {_metrics(t['eval_metrics'])}")
     if r["evaluate"]:
         e = r["evaluate"]
         for model, values in sorted(e["metrics"].items(), key=lambda kv: kv[0] != "candidate"):
             name = model if model == "candidate" else f"baseline (serving v{e['baseline_version']})"
             lines.append(f"  evaluated  {name}: {_metrics(values)}")
         lines.append(f"  blessed    {'yes' if e['blessed'] else 'NO'}" + "".join(f"\n    - {why}" for why in e["reasons"]))
+        lines.append(f"  report     {e['report']}")
+    if r["infra_validate"]:
+        i = r["infra_validate"]
+        lines.append("  infra      " + (f"valid; p50 {i['latency_ms']['p50']:.2f} ms, p99 {i['latency_ms']['p99']:.2f} ms"
+                                      if i["valid"] else "FAILED: " + "; ".join(i["reasons"])))
     if r["push"]:
         p = r["push"]
         lines.append(f"  pushed     version {p['version']} -> {p['path']}" if p["pushed"]

@@ -14,7 +14,11 @@ from pipeline_lib.beam import pipeline_options
 from pipeline_lib.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 CANDIDATE, BASELINE = "candidate", "baseline"
+DIFF = " - baseline"
+OVERALL = "Overall"
 BLESSING = "blessing.json"
+REPORT = "report.md"
+SLICES = "slices.json"
 TFMA_OUTPUT = "tfma"
 _DIRECTION = {"higher_is_better": tfma.MetricDirection.HIGHER_IS_BETTER,
               "lower_is_better": tfma.MetricDirection.LOWER_IS_BETTER}
@@ -56,16 +60,25 @@ def eval_config(config, with_baseline: bool):
         metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
-def overall_metrics(output: Path, models: list[str]) -> dict[str, dict[str, float]]:
-    """Each model's metrics on the overall slice (TFMA leaves model_name empty for one model)."""
-    found = {name: {} for name in models}
+def slice_name(slice_key) -> str:
+    parts = []
+    for key in slice_key.single_slice_keys:
+        value = getattr(key, key.WhichOneof("kind"))
+        parts.append(f"{key.column}={value.decode() if isinstance(value, bytes) else value}")
+    return ", ".join(parts) or OVERALL
+
+
+def slice_metrics(output: Path, models: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """slice -> model (or "<model> - baseline" for differences) -> metric -> value. TFMA leaves
+    model_name empty when there is one model."""
+    found: dict[str, dict[str, dict[str, float]]] = {}
     for per_slice in tfma.load_metrics(str(output)):
-        if per_slice.slice_key.single_slice_keys:
-            continue
+        by_model = found.setdefault(slice_name(per_slice.slice_key), {})
         for kv in per_slice.metric_keys_and_values:
             key = kv.key
-            if kv.value.HasField("double_value") and not key.is_diff and not key.HasField("sub_key"):
-                found[key.model_name or models[0]][key.name] = kv.value.double_value.value
+            if kv.value.HasField("double_value") and not key.HasField("sub_key"):
+                model = (key.model_name or models[0]) + (DIFF if key.is_diff else "")
+                by_model.setdefault(model, {})[key.name] = kv.value.double_value.value
     return found
 
 
@@ -84,15 +97,62 @@ def threshold_text(threshold) -> str:
     return ", ".join(parts)
 
 
-def reasons_from(validation) -> list[str]:
-    reasons = []
-    for per_slice in validation.metric_validations_per_slice:
-        for failure in per_slice.failures:
-            key = failure.metric_key
-            what = f"{key.name} change vs serving model" if key.is_diff else key.name
-            reasons.append(f"{what} = {failure.metric_value.double_value.value:.4f} fails "
-                           f"{threshold_text(failure.metric_threshold)}")
+def _failed(validation) -> set[tuple[str, bool, str]]:
+    kind = lambda t: "value_threshold" if t.HasField("value_threshold") else "change_threshold"
+    return {(f.metric_key.name, f.metric_key.is_diff, kind(f.metric_threshold))
+            for per_slice in validation.metric_validations_per_slice for f in per_slice.failures}
+
+
+def verdicts(cfg, validation, overall: dict[str, dict[str, float]]) -> list[dict]:
+    """Every threshold that applied, with the value it judged and whether it passed (as TFMA's
+    validation decided: a threshold passes unless TFMA lists it among the failures)."""
+    failed = _failed(validation)
+    out = []
+    for key, specs in tfma.metrics.metric_thresholds_from_metrics_specs(cfg.metrics_specs, cfg).items():
+        if key.model_name != CANDIDATE and key.model_name:
+            continue
+        for _, generic in specs:
+            kind = "value_threshold" if isinstance(generic, tfma.GenericValueThreshold) else "change_threshold"
+            threshold = tfma.MetricThreshold(**{kind: generic})
+            value = overall.get(CANDIDATE + (DIFF if key.is_diff else ""), {}).get(key.name)
+            out.append({"metric": key.name, "kind": "change" if key.is_diff else "value",
+                        "threshold": threshold_text(threshold), "value": value,
+                        "passed": (key.name, key.is_diff, kind) not in failed})
+    return sorted(out, key=lambda v: (v["metric"], v["kind"]))
+
+
+def reasons_from(judged: list[dict], validation) -> list[str]:
+    reasons = [f"{v['metric']}{' change vs serving model' if v['kind'] == 'change' else ''} = "
+               f"{v['value']:.4f} fails {v['threshold']}" for v in judged if not v["passed"]]
+    if not validation.validation_ok and not reasons:  # e.g. a metric TFMA could not compute
+        reasons.append(f"TFMA validation failed: {str(validation).strip()[:500]}")
     return reasons
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}" if float(value).is_integer() else f"{value:.4f}"
+
+
+def report(config, blessing: dict, per_slice: dict) -> str:
+    """The run's evaluation for a person: verdict, each threshold, and the metrics of every slice."""
+    lines = [f"# {config.name}: evaluation of {blessing['candidate']}", "",
+             f"**{'BLESSED' if blessing['blessed'] else 'NOT BLESSED'}** against "
+             + (f"serving version {blessing['baseline_version']}" if blessing["baseline_version"] else "no serving model"),
+             "", *[f"- {r}" for r in blessing["reasons"]], "", "## Thresholds", ""]
+    lines += _table([["metric", "threshold", "value", "verdict"]] + [
+        [v["metric"], v["threshold"], _number(v["value"]), "pass" if v["passed"] else "FAIL"] for v in blessing["thresholds"]])
+    models = [m for m in per_slice.get(OVERALL, {}) if m]
+    metrics = sorted({name for by_model in per_slice.values() for values in by_model.values() for name in values})
+    lines += ["", "## Metrics by slice", ""]
+    header = ["slice", "model", *metrics]
+    rows = [[name, model, *(_number(per_slice[name].get(model, {}).get(m)) for m in metrics)]
+            for name in sorted(per_slice, key=lambda n: (n != OVERALL, n)) for model in models
+            if model in per_slice[name]]
+    return "\n".join(lines + _table([header] + rows)) + "\n"
 
 
 def run(config, output_dir: Path, model: str, examples: str) -> dict:
@@ -112,13 +172,18 @@ def run(config, output_dir: Path, model: str, examples: str) -> dict:
                                 data_location=str(Path(examples) / "eval" / "*"), output_path=str(out),
                                 pipeline_options=pipeline_options(config, eval_rows, beam_tmp))
         validation = tfma.load_validation_result(str(out))
-        reasons = reasons_from(validation)
+        per_slice = slice_metrics(out, list(paths))
+        judged = verdicts(cfg, validation, per_slice[OVERALL])
+        reasons = reasons_from(judged, validation)
         if not with_baseline:
             reasons.append("first model: judged on value thresholds only (no model is serving)")
-        blessing = {"blessed": bool(validation.validation_ok), "reasons": reasons,
+        blessing = {"blessed": bool(validation.validation_ok), "reasons": reasons, "thresholds": judged,
                     "candidate": model, "baseline_version": baseline_version,
-                    "metrics": overall_metrics(out, list(paths))}
+                    "metrics": {name: per_slice[OVERALL].get(name, {}) for name in paths}}
         artifacts.write_json(tmp / BLESSING, blessing)
-        result = {**blessing, "blessing": str(output_dir / BLESSING), "eval_result": str(output_dir / TFMA_OUTPUT)}
+        artifacts.write_json(tmp / SLICES, per_slice)
+        (tmp / REPORT).write_text(report(config, blessing, per_slice))
+        result = {**blessing, "blessing": str(output_dir / BLESSING), "eval_result": str(output_dir / TFMA_OUTPUT),
+                  "slices": str(output_dir / SLICES), "report": str(output_dir / REPORT)}
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)
     return result

@@ -1,24 +1,57 @@
-"""Push: a blessed model becomes the next version in the model repository; anything else is
-refused here too, whatever the orchestrator does."""
+"""Push: a model that is blessed (TFMA) and infra-validated becomes the next version in the model
+repository, with a record of what it came from; anything else is refused here too, whatever the
+orchestrator does. A span pushes at most one version: re-running or retrying a date reports the
+version it already pushed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from pipeline_lib import artifacts, serving
 
 
-def run(config, output_dir: Path, model: str, blessing: str) -> dict:
-    verdict = json.loads(Path(blessing).read_text())
-    if verdict.get("candidate") != model:
-        raise ValueError(f"blessing {blessing} is for {verdict.get('candidate')}, not {model}")
+def _verdict(path: str, model: str) -> dict:
+    verdict = json.loads(Path(path).read_text())
+    judged = verdict.get("candidate", verdict.get("model"))
+    if judged != model:
+        raise ValueError(f"{path} is for {judged}, not {model}")
+    return verdict
+
+
+def refusals(blessing: dict, infra: dict) -> list[str]:
+    out = []
+    if not blessing["blessed"]:
+        out.append("not blessed: " + "; ".join(blessing["reasons"]))
+    if not infra["valid"]:
+        out.append("failed infra validation: " + "; ".join(infra["reasons"]))
+    return out
+
+
+def provenance(config, run_id: str, model: str, examples: str, schema: str, transform_graph: str,
+               blessing: dict, infra: dict) -> dict:
+    ingest = artifacts.read_result(Path(examples))
+    return {"pipeline": config.name, "run_id": run_id, "span": ingest["window"]["end"][:10],
+            "window": ingest["window"], "rows": ingest["rows"], "model": model, "examples": examples,
+            "schema": {"path": schema, "sha256": hashlib.sha256(Path(schema).read_bytes()).hexdigest()},
+            "transform_graph": transform_graph, "metrics": blessing["metrics"]["candidate"],
+            "baseline_version": blessing["baseline_version"], "latency_ms": infra.get("latency_ms")}
+
+
+def run(config, output_dir: Path, model: str, blessing: str, infra_blessing: str, examples: str,
+        schema: str, transform_graph: str, run_id: str) -> dict:
+    verdict, infra = _verdict(blessing, model), _verdict(infra_blessing, model)
+    model_dir = config.serving.model_dir()
+    refused = refusals(verdict, infra)
     with artifacts.atomic_dir(output_dir) as tmp:
-        if verdict["blessed"]:
-            version, path = serving.publish(Path(model), config.serving.model_dir())
-            result = {"pushed": True, "version": version, "path": str(path), "reason": "blessed"}
+        if refused:
+            result = {"pushed": False, "version": serving.latest_version(model_dir), "path": None,
+                      "reason": "; ".join(refused)}
         else:
-            result = {"pushed": False, "version": serving.latest_version(config.serving.model_dir()),
-                      "path": None, "reason": "not blessed: " + "; ".join(verdict["reasons"])}
+            record = provenance(config, run_id, model, examples, schema, transform_graph, verdict, infra)
+            version, path, new = serving.publish(Path(model), model_dir, record)
+            result = {"pushed": new, "version": version, "path": str(path),
+                      "reason": "blessed" if new else f"span {record['span']} already pushed as version {version}"}
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)
     return result

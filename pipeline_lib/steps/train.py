@@ -1,16 +1,24 @@
 """Train: the user's Keras model on the transformed examples, exported as a SavedModel that
-carries the transform graph, so serving takes raw serialized tf.Examples."""
+carries the transform graph, so serving takes raw serialized tf.Examples.
+
+Daily retraining is cheap: the model warm-starts from the serving model's weights (the layers the
+config selects), stops early when the eval loss stops improving, and backs up each epoch so that a
+retried task resumes where the killed one stopped. The distribution strategy follows the devices:
+MirroredStrategy with mixed precision over the GPUs when there are any, the default one on CPU."""
 
 from __future__ import annotations
 
 import logging
+import math
+import re
+import shutil
 from pathlib import Path
 
 import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow.python.autograph.core import config as autograph_config
 
-from pipeline_lib import artifacts, user_module
+from pipeline_lib import artifacts, serving, user_module
 from pipeline_lib.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 log = logging.getLogger(__name__)
@@ -20,6 +28,9 @@ log = logging.getLogger(__name__)
 autograph_config.CONVERSION_RULES = (autograph_config.DoNotConvert("tf_keras"),
                                      *autograph_config.CONVERSION_RULES)
 MODEL = "model"
+TENSORBOARD = "tensorboard"
+# inside the exported model (TF Serving ignores assets.extra): what the next run warm-starts from
+WEIGHTS = Path("assets.extra") / "keras.weights.h5"
 
 
 def dataset(config, transformed: Path, split: str, feature_spec: dict, model_inputs: list[str],
@@ -60,21 +71,91 @@ def signatures(model, tf_transform_output, label_inputs: list[str]) -> dict:
     return {SERVING_SIGNATURE: serve, TRANSFORM_SIGNATURE: transform_features}
 
 
+def distribution() -> tuple[tf.distribute.Strategy, dict]:
+    """MirroredStrategy and mixed precision over all GPUs; the default strategy on CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    info = {"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+            "devices": [d.name for d in gpus] or [d.name for d in tf.config.list_physical_devices("CPU")],
+            "mixed_precision": bool(gpus)}
+    log.info("distribution: %s", info)
+    return strategy, info
+
+
+def warm_start(config, model) -> dict:
+    """Load the serving model's weights into the layers the config selects (by name); a layer whose
+    shape changed (e.g. a larger vocabulary) keeps its fresh weights."""
+    spec = config.training.warm_start
+    model_dir = config.serving.model_dir()
+    version = serving.latest_version(model_dir)
+    source = model_dir / str(version) / WEIGHTS if version else None
+    if not spec.enabled or source is None or not source.exists():
+        why = "disabled" if not spec.enabled else "no serving model" if version is None else f"{source} missing"
+        log.info("warm start: none (%s)", why)
+        return {"from_version": None, "reason": why}
+    selected = {layer.name for layer in model.layers
+                if layer.weights and any(re.fullmatch(p, layer.name) for p in spec.layers)}
+    before = {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+    model.load_weights(str(source), by_name=True, skip_mismatch=True)
+    loaded = []
+    for layer in model.layers:
+        if layer.name not in before:
+            continue
+        if layer.name not in selected:
+            layer.set_weights(before[layer.name])
+        elif any((a != b).any() for a, b in zip(before[layer.name], layer.get_weights())):
+            loaded.append(layer.name)
+    result = {"from_version": version, "layers": sorted(loaded), "kept_fresh": sorted(set(before) - set(loaded))}
+    log.info("warm start: %s", result)
+    return result
+
+
+def callbacks(config, backup_dir: Path, tensorboard_dir: Path) -> list:
+    out = [tf.keras.callbacks.BackupAndRestore(str(backup_dir)),  # on retry, resume at the last epoch
+           tf.keras.callbacks.TensorBoard(str(tensorboard_dir), write_graph=False, profile_batch=0)]
+    stop = config.training.early_stopping
+    if stop.patience is not None:
+        out.append(tf.keras.callbacks.EarlyStopping(monitor=stop.monitor, patience=stop.patience,
+                                                    min_delta=stop.min_delta, restore_best_weights=True))
+    return out
+
+
 def run(config, output_dir: Path, transform_graph: str, transformed_examples: str) -> dict:
-    tf.keras.utils.set_random_seed(config.training.seed)
+    training = config.training
+    tf.keras.backend.clear_session()  # layer names (warm start matches them) as in a fresh process
+    tf.keras.utils.set_random_seed(training.seed)
+    strategy, devices = distribution()
     tf_transform_output = tft.TFTransformOutput(transform_graph)
     spec = tf_transform_output.transformed_feature_spec()
-    model = user_module.model_fn(config)(config, tf_transform_output)
+    with strategy.scope():
+        model = user_module.model_fn(config)(config, tf_transform_output)
+        warm = warm_start(config, model)
     transformed = Path(transformed_examples)
     train_ds = dataset(config, transformed, "train", spec, model.input_names, training=True)
     eval_ds = dataset(config, transformed, "eval", spec, model.input_names, training=False)
+    backup_dir = output_dir.parent / f".{output_dir.name}.backup"
+    steps_per_epoch = math.ceil(training.steps / training.epochs)
     with artifacts.atomic_dir(output_dir) as tmp:
-        history = model.fit(train_ds, steps_per_epoch=config.training.steps, epochs=1, verbose=2)
+        history = model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=training.epochs,
+                            validation_data=eval_ds, verbose=2,
+                            callbacks=callbacks(config, backup_dir, tmp / TENSORBOARD))
+        shutil.rmtree(backup_dir, ignore_errors=True)  # BackupAndRestore empties it but leaves it
         eval_metrics = model.evaluate(eval_ds, return_dict=True, verbose=0)
         log.info("eval metrics: %s", eval_metrics)
+        weights = tmp / WEIGHTS.name
+        model.save_weights(str(weights))  # before the transform layer is attached: it has no h5 form
         tf.saved_model.save(model, str(tmp / MODEL),
                             signatures=signatures(model, tf_transform_output, config.label.raw_columns))
-        result = {"model": str(output_dir / MODEL), "steps": config.training.steps,
+        (tmp / MODEL / WEIGHTS).parent.mkdir(exist_ok=True)
+        weights.rename(tmp / MODEL / WEIGHTS)
+        result = {"model": str(output_dir / MODEL), "tensorboard": str(output_dir / TENSORBOARD),
+                  "steps": steps_per_epoch * len(history.epoch), "epochs_run": history.epoch,
+                  "stopped_early": bool(history.epoch) and history.epoch[-1] + 1 < training.epochs,
+                  "warm_start": warm, "distribution": devices,
                   "train_metrics": {k: float(v[-1]) for k, v in history.history.items()},
                   "eval_metrics": {k: float(v) for k, v in eval_metrics.items()}}
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)

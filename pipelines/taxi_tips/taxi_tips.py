@@ -54,11 +54,13 @@ def build_model(config, tf_transform_output) -> keras.Model:
         inputs[name] = keras.Input(shape=(1,), name=name, dtype=tf.int64)
         buckets = tf_transform_output.num_buckets_for_transformed_feature(name)
         wide.append(keras.layers.CategoryEncoding(num_tokens=buckets, output_mode="one_hot")(inputs[name]))
-        deep.append(keras.layers.Flatten()(keras.layers.Embedding(buckets, 4)(inputs[name])))
+        deep.append(keras.layers.Flatten()(keras.layers.Embedding(buckets, 4, name=f"embed_{key}")(inputs[name])))
     x = keras.layers.concatenate(deep)
-    for units in config.training.hidden_units:
-        x = keras.layers.Dense(units, activation="relu")(x)
-    output = keras.layers.Dense(1, activation="sigmoid")(keras.layers.concatenate([x, *wide]))
+    for i, units in enumerate(config.training.hidden_units):
+        x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
+    # named layers: warm start matches them by name; float32 output under mixed precision on GPU
+    output = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output")(
+        keras.layers.concatenate([x, *wide]))
     model = keras.Model(inputs, output)
     model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate),
                   loss="binary_crossentropy",

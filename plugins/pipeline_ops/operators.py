@@ -41,9 +41,10 @@ class MLStepOperator(BaseOperator):
         super().__init__(**kwargs)
 
     def step_args(self, context, pipeline: str) -> dict[str, str]:
+        span = span_date(context)
         return {"config": self.config_path,
-                "output_dir": str(artifacts.step_dir(pipeline, span_date(context), self.step)),
-                **self.step_inputs}
+                "output_dir": str(artifacts.step_dir(pipeline, span, self.step)),
+                **self.step_inputs, **artifacts.run_args(self.step, span, context["run_id"])}
 
     def execute(self, context):
         pipeline = self.dag_id
@@ -55,9 +56,6 @@ class MLStepOperator(BaseOperator):
 
 class IngestOperator(MLStepOperator):
     step = "ingest"
-
-    def step_args(self, context, pipeline):
-        return {**super().step_args(context, pipeline), "span_date": span_date(context).isoformat()}
 
 
 class ValidateOperator(MLStepOperator):
@@ -76,8 +74,13 @@ class EvaluateOperator(MLStepOperator):
     step = "evaluate"
 
 
+class InfraValidateOperator(MLStepOperator):
+    step = "infra_validate"
+
+
 class PushOperator(MLStepOperator):
-    """Skipped, with the blessing's reasons, when the model is not blessed: serving is untouched."""
+    """Skipped, with the reasons, when the model is not blessed or not infra-validated, or when its
+    span already pushed a version: serving is untouched."""
 
     step = "push"
 
@@ -89,4 +92,5 @@ class PushOperator(MLStepOperator):
         return result
 
 
-OPERATORS = (IngestOperator, ValidateOperator, TransformOperator, TrainOperator, EvaluateOperator, PushOperator)
+OPERATORS = (IngestOperator, ValidateOperator, TransformOperator, TrainOperator, EvaluateOperator,
+             InfraValidateOperator, PushOperator)

@@ -58,6 +58,8 @@ def test_taxi_pipeline_pushes_a_blessed_model_then_refuses_a_worse_one(isolated)
     push = step_result("taxi_tips", DAY1, "push")
     model_dir = settings.serving_root() / "taxi_tips"
     assert push["version"] == 1 and serving.versions(model_dir) == [1]
+    assert serving.record(model_dir, 1)["run_id"] == run1.run_id
+    assert step_result("taxi_tips", DAY1, "infra_validate")["latency_ms"]["p99"] > 0
 
     eval_file = Path(step_result("taxi_tips", DAY1, "ingest")["examples"]) / "eval" / "data.tfrecord"
     predicted = subprocess.run([str(settings.ml_python()), "-c", PREDICT, str(model_dir / "1"), str(eval_file)],
@@ -69,8 +71,8 @@ def test_taxi_pipeline_pushes_a_blessed_model_then_refuses_a_worse_one(isolated)
     day2 = DAY1 + dt.timedelta(days=1)
     run2, states = run_dag(config_path, day2)
     assert run2.state == "success"
-    assert states == {"ingest": "success", "validate": "success", "transform": "success",
-                      "train": "success", "evaluate": "success", "push": "skipped"}
+    assert states == {"ingest": "success", "validate": "success", "transform": "success", "train": "success",
+                      "evaluate": "success", "infra_validate": "success", "push": "skipped"}
     verdict = step_result("taxi_tips", day2, "evaluate")
     assert verdict["blessed"] is False and verdict["baseline_version"] == 1
     assert any(r.startswith("auc = ") and r.endswith("fails lower bound 0.999") for r in verdict["reasons"]), verdict["reasons"]
@@ -90,5 +92,5 @@ def test_a_failing_step_fails_its_task_with_the_steps_own_message(isolated):
     with DAG("taxi_tips", schedule=None):
         task = IngestOperator(config_path=str(config_path))
     with pytest.raises(AirflowException, match=r"ingest failed: EmptySpan: no rows in taxi_trips for window"):
-        task.execute({"logical_date": dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)})
+        task.execute({"logical_date": dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc), "run_id": "manual"})
     assert not artifacts.step_dir("taxi_tips", dt.date(2030, 1, 1), "ingest").exists()

@@ -52,10 +52,14 @@ def config(make_config):
 
 
 def run_step(config, name: str, span=SPAN, **inputs) -> dict:
+    """One step in process, as the CLI runs it (string arguments, the span's folder)."""
     import importlib
 
     step = importlib.import_module(f"pipeline_lib.steps.{name}")
-    return step.run(config, output_dir=artifacts.step_dir(config.name, span, name), **inputs)
+    args = {**artifacts.run_args(name, span, f"test-{span}"), **inputs}
+    if "span_date" in args:
+        args["span_date"] = dt.date.fromisoformat(str(args["span_date"]))
+    return step.run(config, output_dir=artifacts.step_dir(config.name, span, name), **args)
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +67,5 @@ def chain(config):
     """Every step once, in order, as the DAG runs them; returns each step's result."""
     out = {}
     for step in artifacts.STEPS:
-        inputs = artifacts.inputs_from(step, out) if artifacts.INPUTS[step] else {"span_date": SPAN}
-        out[step] = run_step(config, step, **inputs)
+        out[step] = run_step(config, step, **artifacts.inputs_from(step, out))
     return out

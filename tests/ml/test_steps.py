@@ -146,6 +146,8 @@ def test_first_model_is_blessed_on_value_thresholds_and_pushed_as_version_1(chai
     assert candidate["auc"] > 0.5
     assert chain["push"] == {"pushed": True, "version": 1, "reason": "blessed",
                              "path": str(config.serving.model_dir() / "1")}
+    assert [(v["metric"], v["kind"], v["passed"]) for v in verdict["thresholds"]] == [
+        ("auc", "value", True), ("binary_accuracy", "value", True)], "no change threshold without a baseline"
     assert (config.serving.model_dir() / "1" / "saved_model.pb").is_file()
 
 
@@ -159,7 +161,7 @@ def test_a_threshold_the_candidate_cannot_meet_blocks_the_push(chain, make_confi
     assert any(r.startswith("auc = ") and r.endswith("fails lower bound 0.999") for r in verdict["reasons"])
     assert set(verdict["metrics"]) == {"candidate", "baseline"}
 
-    pushed = run_step(strict, "push", model=chain["train"]["model"], blessing=verdict["blessing"])
+    pushed = run_step(strict, "push", **{**artifacts.inputs_from("push", chain), "blessing": verdict["blessing"]})
     assert pushed["pushed"] is False and pushed["reason"].startswith("not blessed: auc = ")
     assert serving.versions(config.serving.model_dir()) == serving_before
 
@@ -169,4 +171,4 @@ def test_push_refuses_a_blessing_made_for_another_model(chain, config, tmp_path)
     forged = tmp_path / "blessing.json"
     forged.write_text(json.dumps({**blessing, "candidate": "/elsewhere/model"}))
     with pytest.raises(ValueError, match="is for /elsewhere/model"):
-        run_step(config, "push", model=chain["train"]["model"], blessing=str(forged))
+        run_step(config, "push", **{**artifacts.inputs_from("push", chain), "blessing": str(forged)})

@@ -1,0 +1,238 @@
+"""The model quality gate on the real taxi slice: warm start, resumable training, change thresholds
+against the serving model, infra validation, the push record, atomic and idempotent push, rollback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+from conftest import SPAN, run_step
+from pipeline_lib import artifacts, serving
+from pipeline_lib.steps import train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def train_with(make_config, chain, name: str, training: dict):
+    """Train on the chain's transform output; the serving model is the chain's (version 1)."""
+    config = make_config({"training": training}, name=name)
+    return config, run_step(config, "train", **artifacts.inputs_from("train", chain))
+
+
+def step_command(config, step: str, output_dir: Path, **inputs) -> list[str]:
+    cmd = [sys.executable, "-m", "pipeline_lib.cli", step, "--config", str(config.config_dir / "pipeline.yaml"),
+           "--output-dir", str(output_dir)]
+    for key, value in inputs.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    return cmd
+
+
+def test_training_logs_its_strategy_keeps_tensorboard_and_exports_weights(chain):
+    result = chain["train"]
+    assert result["distribution"]["strategy"] == "_DefaultDistributionStrategy"  # no GPU here
+    assert result["distribution"]["mixed_precision"] is False
+    assert result["warm_start"] == {"from_version": None, "reason": "no serving model"}
+    assert list(Path(result["tensorboard"]).glob("train/events.out.tfevents.*"))
+    assert list(Path(result["tensorboard"]).glob("validation/events.out.tfevents.*"))
+    assert (Path(result["model"]) / train.WEIGHTS).is_file()
+    assert not list(Path(result["model"]).parent.parent.glob(".train.backup*")), "backups go once training ends"
+
+
+def test_warm_start_begins_from_the_serving_models_weights(chain, make_config):
+    """One step at a negligible learning rate: warm, the model is the serving one; cold, it is not."""
+    serving_auc = chain["evaluate"]["metrics"]["candidate"]["auc"]
+    tiny = {"steps": 1, "epochs": 1, "learning_rate": 1e-9}
+    _, warm = train_with(make_config, chain, "taxi_warm", tiny)
+    assert warm["warm_start"]["from_version"] == 1
+    assert {"embed_company", "hidden_0", "output"} <= set(warm["warm_start"]["layers"])
+    assert warm["eval_metrics"]["auc"] == pytest.approx(serving_auc, abs=0.01)
+
+    _, cold = train_with(make_config, chain, "taxi_cold", {**tiny, "warm_start": {"enabled": False}})
+    assert cold["warm_start"] == {"from_version": None, "reason": "disabled"}
+    assert abs(cold["eval_metrics"]["auc"] - serving_auc) > 0.05
+
+    _, embeddings = train_with(make_config, chain, "taxi_embed", {**tiny, "warm_start": {"layers": ["embed_.*"]}})
+    loaded = embeddings["warm_start"]["layers"]
+    assert loaded and all(name.startswith("embed_") for name in loaded)
+    assert "hidden_0" in embeddings["warm_start"]["kept_fresh"]
+
+
+def test_early_stopping_stops_when_the_eval_loss_stops_improving(chain, make_config):
+    _, result = train_with(make_config, chain, "taxi_early",
+                           {"steps": 40, "epochs": 20, "learning_rate": 0.5, "warm_start": {"enabled": False},
+                            "early_stopping": {"patience": 1, "min_delta": 0.5}})
+    assert result["stopped_early"] is True
+    assert len(result["epochs_run"]) < 5, "val_loss cannot keep improving by 0.5 an epoch"
+
+
+def test_a_killed_training_resumes_from_its_last_epoch_on_retry(chain, make_config):
+    config = make_config({"training": {"steps": 3000, "epochs": 30, "warm_start": {"enabled": False},
+                                       "early_stopping": {"patience": None}},
+                          "serving": {"model_name": "taxi_resume"}}, name="taxi_resume")
+    output = artifacts.step_dir(config.name, SPAN, "train")
+    backup = output.parent / ".train.backup"
+    proc = subprocess.Popen(step_command(config, "train", output, **artifacts.inputs_from("train", chain)),
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    deadline = time.monotonic() + 120
+    while not list(backup.glob("**/checkpoint")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # a few more epochs
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(backup.glob("**/checkpoint")), "the killed run left its epoch backup"
+    assert not output.exists(), "a killed training leaves no model behind"
+
+    resumed = run_step(config, "train", **artifacts.inputs_from("train", chain))
+    assert resumed["epochs_run"][0] > 0, "the retry starts at the epoch after the last backup"
+    assert resumed["epochs_run"][-1] == 29
+    assert not backup.exists()
+
+
+def test_a_worse_candidate_is_blocked_by_the_change_threshold(chain, make_config, config):
+    worse, cold = train_with(make_config, chain, "taxi_worse",
+                             {"steps": 1, "epochs": 1, "warm_start": {"enabled": False}})
+    before = serving.versions(config.serving.model_dir())
+    verdict = run_step(worse, "evaluate", model=cold["model"], examples=chain["ingest"]["examples"])
+    assert verdict["blessed"] is False and verdict["baseline_version"] == before[-1]
+    change = [v for v in verdict["thresholds"] if v["kind"] == "change"]
+    assert change == [{"metric": "auc", "kind": "change", "threshold": "change >= -0.05", "passed": False,
+                       "value": pytest.approx(verdict["metrics"]["candidate"]["auc"]
+                                              - verdict["metrics"]["baseline"]["auc"], abs=1e-6)}]
+    assert any(r.startswith("auc change vs serving model = -") for r in verdict["reasons"])
+    report = Path(verdict["report"]).read_text()
+    assert "NOT BLESSED" in report and "| auc | change >= -0.05 |" in report and "trip_start_hour=" in report
+    slices = json.loads(Path(verdict["slices"]).read_text())
+    assert slices["Overall"]["candidate"]["example_count"] == chain["ingest"]["rows"]["eval"]
+
+    infra = run_step(worse, "infra_validate", model=cold["model"], examples=chain["ingest"]["examples"])
+    pushed = run_step(worse, "push", **{**artifacts.inputs_from("push", chain), "model": cold["model"],
+                                        "blessing": verdict["blessing"], "infra_blessing": infra["infra_blessing"]})
+    assert pushed["pushed"] is False and pushed["reason"].startswith("not blessed: auc change vs serving model")
+    assert serving.versions(config.serving.model_dir()) == before
+
+
+def test_infra_validation_answers_requests_and_records_latency(chain):
+    infra = chain["infra_validate"]
+    assert infra["valid"] is True and infra["reasons"] == []
+    latency = infra["latency_ms"]
+    assert latency["requests"] == 100 and 0 < latency["p50"] <= latency["p99"]
+    assert latency["batch_100"] > 0
+
+
+class WrongShape(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples):
+        return {"outputs": tf.zeros([tf.shape(examples)[0], 2])}
+
+
+@pytest.mark.parametrize("broken, reason", [
+    ("not_a_model", "model failed to load: "),
+    ("wrong_shape", "output 'outputs' has shape [1, 2] for 1 examples, expected [1, 1]"),
+])
+def test_a_model_failing_infra_validation_is_not_pushed(chain, config, tmp_path, broken, reason):
+    model = tmp_path / broken
+    if broken == "wrong_shape":
+        module = WrongShape()
+        tf.saved_model.save(module, str(model), signatures={"serving_default": module.serve})
+    else:
+        model.mkdir()
+        (model / "saved_model.pb").write_bytes(b"not a SavedModel")
+    infra = run_step(config, "infra_validate", span=dt.date(2014, 3, 9), model=str(model),
+                     examples=chain["ingest"]["examples"])
+    assert infra["valid"] is False and infra["reasons"][0].startswith(reason)
+
+    blessing = json.loads(Path(chain["evaluate"]["blessing"]).read_text())
+    forged = tmp_path / "blessing.json"  # blessed by TFMA, so only infra validation can refuse it
+    forged.write_text(json.dumps({**blessing, "candidate": str(model)}))
+    before = serving.versions(config.serving.model_dir())
+    pushed = run_step(config, "push", span=dt.date(2014, 3, 9), **{
+        **artifacts.inputs_from("push", chain), "model": str(model), "blessing": str(forged),
+        "infra_blessing": infra["infra_blessing"]})
+    assert pushed["pushed"] is False and pushed["reason"].startswith("failed infra validation: " + reason)
+    assert serving.versions(config.serving.model_dir()) == before
+
+
+def test_each_version_records_what_it_came_from_and_a_span_pushes_once(chain, config):
+    model_dir = config.serving.model_dir()
+    record = serving.record(model_dir, chain["push"]["version"])
+    ingest = chain["ingest"]
+    assert record["span"] == SPAN.isoformat() and record["run_id"] == f"test-{SPAN}"
+    assert record["window"] == ingest["window"] and record["rows"] == ingest["rows"]
+    assert record["schema"]["sha256"] == hashlib.sha256(Path(chain["validate"]["schema"]).read_bytes()).hexdigest()
+    assert record["transform_graph"] == chain["transform"]["transform_graph"]
+    assert record["metrics"] == chain["evaluate"]["metrics"]["candidate"]
+    assert record["latency_ms"] == chain["infra_validate"]["latency_ms"]
+
+    before = serving.versions(model_dir)
+    again = run_step(config, "push", **artifacts.inputs_from("push", chain))
+    assert again == {"pushed": False, "version": chain["push"]["version"], "path": chain["push"]["path"],
+                     "reason": f"span {SPAN} already pushed as version {chain['push']['version']}"}
+    assert serving.versions(model_dir) == before
+
+
+KILL_DURING_COPY = """
+import os, shutil, signal, sys
+from pipeline_lib import cli
+copied = []
+real = shutil.copyfile
+def copyfile(src, dst, **kw):
+    if len(copied) == 2:  # two files in, the rest never arrive
+        os.kill(os.getpid(), signal.SIGKILL)
+    copied.append(src)
+    return real(src, dst, **kw)
+shutil.copyfile = copyfile
+cli.main(sys.argv[1:])
+"""
+
+
+def test_a_push_killed_midway_leaves_serving_alone_and_a_retry_completes_it(chain, make_config):
+    config = make_config({"serving": {"model_name": "taxi_kill"}}, name="taxi_kill")
+    model_dir = config.serving.model_dir()
+    first = run_step(config, "push", **artifacts.inputs_from("push", chain))
+    assert first["version"] == 1
+
+    span = dt.date(2014, 3, 2)  # the next day's run
+    examples = run_step(config, "ingest", span=span)["examples"]
+    inputs = {**artifacts.inputs_from("push", chain), "examples": examples, "run_id": "next-day"}
+    output = artifacts.step_dir(config.name, span, "push")
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_COPY,
+                             *step_command(config, "push", output, **inputs)[3:]], cwd=REPO)
+    assert killed.returncode == -signal.SIGKILL
+    assert serving.versions(model_dir) == [1], "a partial copy is never a version"
+    assert list(model_dir.glob(".incoming-*")), "the partial copy stays hidden"
+
+    retried = run_step(config, "push", span=span, **inputs)
+    assert retried["pushed"] is True and retried["version"] == 2
+    assert serving.versions(model_dir) == [1, 2] and not list(model_dir.glob(".incoming-*"))
+    assert serving.record(model_dir, 2)["span"] == span.isoformat()
+
+
+def test_rollback_restores_the_previous_version_as_a_new_one(chain, make_config):
+    config = make_config({"serving": {"model_name": "taxi_rollback"}}, name="taxi_rollback")
+    model_dir = config.serving.model_dir()
+    with pytest.raises(ValueError, match="nothing to roll back to"):
+        serving.rollback(model_dir)
+    serving.publish(Path(chain["train"]["model"]), model_dir, {"span": "2014-03-01", "run_id": "a"})
+    serving.publish(Path(chain["train"]["model"]), model_dir, {"span": "2014-03-02", "run_id": "b"})
+
+    listed = subprocess.run([sys.executable, "-m", "pipeline_lib.serving", "rollback", "--config",
+                             str(config.config_dir / "pipeline.yaml")], cwd=REPO, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert "version 3 now serves (a copy of version 1)" in listed.stdout
+    assert serving.versions(model_dir) == [1, 2, 3]
+    assert serving.record(model_dir, 3)["rollback"] == {"restores": 1, "replaces": 2}
+    assert serving.record(model_dir, 3)["run_id"] == "a"
+    assert (model_dir / "3" / "saved_model.pb").read_bytes() == (model_dir / "1" / "saved_model.pb").read_bytes()
+    with pytest.raises(ValueError, match="cannot roll back to 3"):
+        serving.rollback(model_dir, to=3)
