@@ -147,9 +147,26 @@ class InfraValidation(_Strict):
     max_p99_ms: float | None = Field(default=None, gt=0)
 
 
+class Vertex(_Strict):
+    """Production: each pushed version is also copied under `artifact_root` (gs://...) and
+    registered as a version of one Vertex AI model, then deployed to `endpoint_id` if set."""
+
+    project: str
+    region: str
+    artifact_root: str = Field(pattern=r"^gs://[^/]+")
+    serving_image: str = Field(description="a Vertex prebuilt TF serving container, e.g. "
+                               "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest")
+    endpoint_id: str | None = None
+    machine_type: str = "n1-standard-2"
+    max_replicas: PositiveInt = 1
+    gcp_conn_id: str = "google_cloud_default"
+    timeout_s: PositiveInt = 1800
+
+
 class Serving(_Strict):
     model_name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     root: str | None = Field(default=None, description="model repository; default: settings")
+    vertex: Vertex | None = None
 
     def model_dir(self) -> Path:
         return Path(self.root or settings.serving_root()) / self.model_name

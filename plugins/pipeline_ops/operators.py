@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from airflow.sdk import BaseOperator
 
-from pipeline_lib import artifacts
+from pipeline_lib import artifacts, serving
+from pipeline_lib.config import load_config
 from pipeline_lib.launchers import LocalLauncher, StepFailed
 
 
@@ -86,6 +88,14 @@ class PushOperator(MLStepOperator):
 
     def execute(self, context):
         result = super().execute(context)
+        vertex = load_config(self.config_path).serving.vertex
+        if result["path"] and vertex:  # this span's version, new or pushed by an earlier try
+            from pipeline_ops import vertex as vertex_ai  # the google provider loads only when used
+
+            path = Path(result["path"])
+            result["vertex"] = vertex_ai.publish(vertex, path.parent.name, result["version"], path,
+                                                 serving.record(path.parent, result["version"]))
+            self.log.info("published to Vertex AI: %s", result["vertex"])
         if not result["pushed"]:
             raise AirflowSkipException(f"model not pushed, serving stays at version {result['version']}: "
                                        f"{result['reason']}")
