@@ -1,4 +1,5 @@
-"""Every pipeline config becomes a DAG: ingest >> validate >> transform >> train >> evaluate >> push."""
+"""Every pipeline config becomes a DAG of its steps in order (artifacts.STEPS): ingest >> validate >>
+transform >> train >> evaluate >> infra_validate >> push."""
 
 from __future__ import annotations
 

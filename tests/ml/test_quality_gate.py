@@ -236,3 +236,38 @@ def test_rollback_restores_the_previous_version_as_a_new_one(chain, make_config)
     assert (model_dir / "3" / "saved_model.pb").read_bytes() == (model_dir / "1" / "saved_model.pb").read_bytes()
     with pytest.raises(ValueError, match="cannot roll back to 3"):
         serving.rollback(model_dir, to=3)
+
+
+MIRRORED = """
+import json, sys
+import tensorflow as tf
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+from pipeline_lib.config import load_config
+from pipeline_lib.steps import train
+def two_replicas():  # what the GPU path does with two GPUs, on two logical CPUs
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    return strategy, {"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync}
+train.distribution = two_replicas
+config = load_config(sys.argv[1])
+result = train.run(config, __import__("pathlib").Path(sys.argv[2]), sys.argv[3], sys.argv[4])
+print(json.dumps(result))
+"""
+
+
+def test_training_under_mirrored_strategy_warm_starts_and_exports(chain, make_config, tmp_path):
+    """No GPU here: MirroredStrategy over two logical CPUs runs the multi-replica path (mirrored
+    variables, warm start inside the scope, the export) that MirroredStrategy over GPUs runs."""
+    config = make_config({"training": {"steps": 40, "epochs": 2}}, name="taxi_mirrored")
+    inputs = artifacts.inputs_from("train", chain)
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(config.config_dir / "pipeline.yaml"),
+                           str(tmp_path / "train"), inputs["transform_graph"], inputs["transformed_examples"]],
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2}
+    assert result["warm_start"]["from_version"] == 1 and result["warm_start"]["layers"]
+    model = tf.saved_model.load(result["model"])
+    examples = [e for e in tf.data.TFRecordDataset(str(Path(chain["ingest"]["examples"]) / "eval" / "data.tfrecord")).take(4)]
+    outputs = model.signatures["serving_default"](examples=tf.stack(examples))["outputs"].numpy()
+    assert outputs.shape == (4, 1)
