@@ -138,10 +138,12 @@ class Evaluation(_Strict):
 
 
 class InfraValidation(_Strict):
-    """The candidate must answer `requests` single-example requests and one of `batch_size`
-    examples, each output shaped [batch, *output_shape]; optionally within a p99 latency."""
+    """The candidate must answer `requests` single-example requests and `batch_requests` of
+    `batch_size` examples, each output shaped [batch, *output_shape]; optionally with the single
+    requests' p99 latency under `max_p99_ms`."""
 
     requests: PositiveInt = 100
+    batch_requests: PositiveInt = 20
     batch_size: PositiveInt = 100
     output_shape: list[PositiveInt] = [1]
     max_p99_ms: float | None = Field(default=None, gt=0)

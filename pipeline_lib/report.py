@@ -51,7 +51,8 @@ def summary(pipeline: str, date: dt.date) -> str:
         lines.append(f"  report     {e['report']}")
     if r["infra_validate"]:
         i = r["infra_validate"]
-        lines.append("  infra      " + (f"valid; p50 {i['latency_ms']['p50']:.2f} ms, p99 {i['latency_ms']['p99']:.2f} ms"
+        lines.append("  infra      " + ("valid; latency " + ", ".join(f"{k} p50 {v['p50']:.2f} ms p99 {v['p99']:.2f} ms"
+                                                 for k, v in i["latency_ms"].items())
                                       if i["valid"] else "FAILED: " + "; ".join(i["reasons"])))
     if r["push"]:
         p = r["push"]
