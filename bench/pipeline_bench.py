@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from pipeline_fixtures import write_pipeline  # noqa: E402
 
 from pipeline_lib import artifacts, settings  # noqa: E402
+from pipeline_lib.config import load_config  # noqa: E402
 from pipeline_lib.launchers import LocalLauncher  # noqa: E402
 
 SPAN = dt.date(2017, 1, 1)
@@ -69,7 +72,30 @@ def bench_steps(config_path: Path, name: str) -> dict:
     for step in ("ingest", "validate", "transform"):
         figures[step]["rows_per_s"] = round(rows / figures[step]["seconds"])
     figures["evaluate"]["rows_per_s"] = round(out["ingest"]["rows"]["eval"] / figures["evaluate"]["seconds"])
-    return {"rows": rows, "steps": figures}
+    floors = {"arrow_pass": round(arrow_floor(load_config(config_path), SPAN), 2),
+              "keras_evaluate": out["train"]["seconds"]["evaluate"]}
+    return {"rows": rows, "steps": figures, "floors_seconds": floors,
+            "train_seconds": out["train"]["seconds"], "serving_latency_ms": out["infra_validate"]["latency_ms"]}
+
+
+def arrow_floor(config, span: dt.date) -> float:
+    """The floor under validate and transform: one pyarrow pass over the same window's rows, read
+    from the warehouse, with the per-column statistics TFDV computes (counts, missing, min/max/mean/
+    std, distinct values of strings)."""
+    end = int(dt.datetime.combine(span, dt.time(), tzinfo=dt.timezone.utc).timestamp())
+    src = config.source
+    start = time.perf_counter()
+    with duckdb.connect(str(src.database_path()), read_only=True) as con:
+        table = con.sql(f'SELECT {", ".join(config.raw_columns())} FROM {src.table} WHERE {src.timestamp_column} '
+                        f'>= ? AND {src.timestamp_column} < ?', params=[end - src.window_days * 86400, end]).to_arrow_table()
+    for name in table.column_names:
+        column = table[name]
+        column.null_count
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            pc.min_max(column), pc.mean(column), pc.stddev(column), pc.quantile(column, q=[0.1 * i for i in range(11)])
+        else:
+            pc.value_counts(column)
+    return time.perf_counter() - start
 
 
 def bench_dag(pipelines_dir: Path) -> float:
@@ -100,12 +126,18 @@ def bench_size(rows: int, work: Path, steps: int) -> dict:
 
 
 def print_table(reports: list[dict]) -> None:
-    print(f"{'rows':>9} {'step':<10} {'seconds':>8} {'rows/s':>9} {'peak RSS MiB':>13}")
+    print(f"{'rows':>9} {'step':<14} {'seconds':>8} {'rows/s':>9} {'peak RSS MiB':>13}")
     for r in reports:
         for step, f in r["steps"].items():
-            print(f"{r['rows']:>9,} {step:<10} {f['seconds']:>8.2f} {f.get('rows_per_s', ''):>9} {f['peak_rss_mib']:>13}")
-        print(f"{r['rows']:>9,} {'DAG':<10} {r['dag_seconds']:>8.2f}   (orchestration overhead "
+            print(f"{r['rows']:>9,} {step:<14} {f['seconds']:>8.2f} {f.get('rows_per_s', ''):>9} {f['peak_rss_mib']:>13}")
+        print(f"{r['rows']:>9,} {'DAG':<14} {r['dag_seconds']:>8.2f}   (orchestration overhead "
               f"{r['orchestration_overhead_seconds']:.2f} s)")
+        floors, train = r["floors_seconds"], r["train_seconds"]
+        print(f"{'':>9} floors: one pyarrow pass {floors['arrow_pass']:.2f} s (validate, transform); "
+              f"Keras model.evaluate {floors['keras_evaluate']:.2f} s (evaluate); train fit {train['fit']:.2f} s, "
+              f"export {train['export']:.2f} s")
+        print(f"{'':>9} serving latency (in process, CPU): " + "; ".join(
+            f"{kind} p50 {v['p50']:.2f} ms p99 {v['p99']:.2f} ms" for kind, v in r["serving_latency_ms"].items()))
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import logging
 import math
 import re
 import shutil
+import time
 from pathlib import Path
 
 import tensorflow as tf
@@ -139,12 +140,15 @@ def run(config, output_dir: Path, transform_graph: str, transformed_examples: st
     eval_ds = dataset(config, transformed, "eval", spec, model.input_names, training=False)
     backup_dir = output_dir.parent / f".{output_dir.name}.backup"
     steps_per_epoch = math.ceil(training.steps / training.epochs)
+    timings, start = {}, time.perf_counter()
     with artifacts.atomic_dir(output_dir) as tmp:
         history = model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=training.epochs,
                             validation_data=eval_ds, verbose=2,
                             callbacks=callbacks(config, backup_dir, tmp / TENSORBOARD))
         shutil.rmtree(backup_dir, ignore_errors=True)  # BackupAndRestore empties it but leaves it
+        timings["fit"], start = time.perf_counter() - start, time.perf_counter()
         eval_metrics = model.evaluate(eval_ds, return_dict=True, verbose=0)
+        timings["evaluate"], start = time.perf_counter() - start, time.perf_counter()
         log.info("eval metrics: %s", eval_metrics)
         weights = tmp / WEIGHTS.name
         model.save_weights(str(weights))  # before the transform layer is attached: it has no h5 form
@@ -152,10 +156,12 @@ def run(config, output_dir: Path, transform_graph: str, transformed_examples: st
                             signatures=signatures(model, tf_transform_output, config.label.raw_columns))
         (tmp / MODEL / WEIGHTS).parent.mkdir(exist_ok=True)
         weights.rename(tmp / MODEL / WEIGHTS)
+        timings["export"] = time.perf_counter() - start
         result = {"model": str(output_dir / MODEL), "tensorboard": str(output_dir / TENSORBOARD),
                   "steps": steps_per_epoch * len(history.epoch), "epochs_run": history.epoch,
                   "stopped_early": bool(history.epoch) and history.epoch[-1] + 1 < training.epochs,
                   "warm_start": warm, "distribution": devices,
+                  "seconds": {k: round(v, 3) for k, v in timings.items()},
                   "train_metrics": {k: float(v[-1]) for k, v in history.history.items()},
                   "eval_metrics": {k: float(v) for k, v in eval_metrics.items()}}
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)

@@ -271,3 +271,16 @@ def test_training_under_mirrored_strategy_warm_starts_and_exports(chain, make_co
     examples = [e for e in tf.data.TFRecordDataset(str(Path(chain["ingest"]["examples"]) / "eval" / "data.tfrecord")).take(4)]
     outputs = model.signatures["serving_default"](examples=tf.stack(examples))["outputs"].numpy()
     assert outputs.shape == (4, 1)
+
+
+def test_overlapping_pushes_take_distinct_increasing_versions(chain, tmp_path):
+    """Six pushes at once (threads: each opens the lock file itself, so flock serializes them as it
+    does processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spans = [f"2014-04-{day:02d}" for day in range(1, 7)]
+    publish = lambda span: serving.publish(Path(chain["train"]["model"]), tmp_path / "m", {"span": span, "run_id": span})
+    with ThreadPoolExecutor(len(spans)) as pool:
+        got = [version for version, _, new in pool.map(publish, spans)]
+    assert sorted(got) == list(range(1, len(spans) + 1))
+    assert {serving.record(tmp_path / "m", v)["span"] for v in got} == set(spans)
