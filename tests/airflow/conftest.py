@@ -30,10 +30,11 @@ def airflow_db():
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """Private artifact store, model repository and warehouse copy for one test."""
+    """Private artifact store, model repository, warehouse copy and anomaly tracker for one test."""
     from pipeline_fixtures import warehouse_copy
 
     monkeypatch.setenv("PIPELINE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     monkeypatch.setenv("PIPELINE_SERVING_ROOT", str(tmp_path / "serving"))
     monkeypatch.setenv("PIPELINE_WAREHOUSE", str(warehouse_copy(tmp_path)))
+    monkeypatch.setenv("PIPELINE_ANOMALY_DB", f"sqlite:///{tmp_path / 'anomalies.db'}")
     return tmp_path
