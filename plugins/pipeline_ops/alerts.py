@@ -60,12 +60,15 @@ def send(alerts, subject: str, text: str, html_content: str) -> list[str]:
     return sent
 
 
-def task_notifiers(alerts, event: str) -> list:
-    """Notifiers for a task callback (`failed`, `skipped`): the message is rendered from the
-    task's context (the exception carries the step's own reason)."""
+# a skipped task's callback gets no exception: the push's reason is the evaluation's verdict
+EXCEPTION = "{{ exception or '' }}"
+NOT_BLESSED = "not blessed: {{ ((ti.xcom_pull(task_ids='evaluate') or {}).get('reasons') or []) | join('; ') }}"
+
+
+def task_notifiers(alerts, event: str, reason: str = EXCEPTION) -> list:
+    """Notifiers for a task callback (`failed`, `skipped`), rendered from the task's context."""
     subject = f"[{{{{ dag.dag_id }}}}] task {{{{ ti.task_id }}}} {event} (run {{{{ run_id }}}})"
-    reason = "{{ exception or '' }}"
-    link = "{{ conf.get('api', 'base_url', fallback='http://localhost:8080') }}/dags/{{ dag.dag_id }}/runs/{{ run_id }}"
+    link = f"{base_url().rstrip('/')}/dags/{{{{ dag.dag_id }}}}/runs/{{{{ run_id }}}}"
     out = []
     if alerts.slack_conn_id:
         out.append(SlackWebhookNotifier(slack_webhook_conn_id=alerts.slack_conn_id,

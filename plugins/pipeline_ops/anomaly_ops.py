@@ -66,18 +66,19 @@ class AnomaliesResolvedSensor(BaseSensorOperator):
     ui_color = "#fff4e5"
 
     def __init__(self, *, config_path: str, **kwargs):
-        validation = load_config(config_path).validation
+        config = load_config(config_path)
+        validation = config.validation
         kwargs.setdefault("task_id", "wait_for_anomalies")
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("timeout", validation.wait_timeout_seconds)
         kwargs.setdefault("poke_interval", validation.poke_interval_seconds)
         super().__init__(**kwargs)
-        self.config_path = config_path
+        self.pipeline = config.name
         self.still_open: list[dict] = []
 
     def poke(self, context) -> bool:
         ids = context["ti"].xcom_pull(task_ids="file_anomalies")["blocking"]
-        self.still_open = tracker().open_blocking(self.dag_id, ids) if ids else []
+        self.still_open = tracker().open_blocking(self.pipeline, ids) if ids else []
         for a in self.still_open:
             self.log.info("waiting for anomaly #%s %s/%s (%s): %s", a["id"], a["feature"], a["kind"], a["status"],
                           alerts.page_url(a["pipeline"], a["id"]))
