@@ -48,10 +48,6 @@ class Anomaly(Base):
     runs: Mapped[list[Occurrence]] = relationship(back_populates="anomaly", order_by="Occurrence.id",
                                                   cascade="all, delete-orphan")
 
-    @property
-    def last_run(self) -> Occurrence | None:
-        return self.runs[-1] if self.runs else None
-
     def as_dict(self) -> dict:
         out = {c.name: getattr(self, c.name) for c in self.__table__.columns}
         out["runs"] = [r.as_dict() for r in self.runs]

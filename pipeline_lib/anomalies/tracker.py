@@ -60,8 +60,9 @@ class Tracker:
 
     def file(self, pipeline: str, span: dt.date, run_id: str, findings: list[dict], *,
              owner: str | None = None, run_url: str | None = None, statistics: str | None = None) -> list[dict]:
-        """Record one run's findings (dicts with feature, kind, description, severity, examples).
-        Returns each record with `outcome`: new, reopened or recurring."""
+        """Record one run's findings (dicts with feature, kind, description, severity, examples and
+        optionally the statistics they were found in, else the run's `statistics`). Returns each
+        record with `outcome`: new, reopened or recurring."""
         out = []
         with self.session() as s, s.begin():
             for f in findings:
@@ -84,7 +85,8 @@ class Tracker:
                 already = any(r.run_id == run_id for r in record.runs)  # a retried task files again
                 if not already:
                     record.occurrences += 1
-                    record.runs.append(Occurrence(run_id=run_id, span=span, run_url=run_url, statistics=statistics,
+                    record.runs.append(Occurrence(run_id=run_id, span=span, run_url=run_url,
+                                                  statistics=f.get("statistics") or statistics,
                                                   description=f["description"], examples=examples))
                 record.description, record.severity, record.examples = f["description"], f["severity"], examples
                 record.last_span, record.updated_at = max(record.last_span, span), now()

@@ -30,9 +30,11 @@ def airflow_db():
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """Private artifact store, model repository, warehouse copy and anomaly tracker for one test."""
+    """Private pipelines folder, artifact store, model repository, warehouse copy and anomaly
+    tracker for one test."""
     from pipeline_fixtures import warehouse_copy
 
+    monkeypatch.setenv("PIPELINES_DIR", str(tmp_path / "pipelines"))
     monkeypatch.setenv("PIPELINE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     monkeypatch.setenv("PIPELINE_SERVING_ROOT", str(tmp_path / "serving"))
     monkeypatch.setenv("PIPELINE_WAREHOUSE", str(warehouse_copy(tmp_path)))

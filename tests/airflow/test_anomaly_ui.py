@@ -22,7 +22,6 @@ def client(isolated, airflow_db, monkeypatch):
     from airflow.api_fastapi.app import create_app, purge_cached_app
     from fastapi.testclient import TestClient
 
-    monkeypatch.setenv("PIPELINES_DIR", str(isolated / "pipelines"))
     write_pipeline(isolated / "pipelines")
     purge_cached_app()
     return TestClient(create_app(), base_url="http://127.0.0.1")

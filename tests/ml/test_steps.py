@@ -17,7 +17,7 @@ import tensorflow_transform as tft
 
 from conftest import SPAN, run_step
 from pipeline_lib import artifacts, serving
-from pipeline_lib.steps import ingest, validate
+from pipeline_lib.steps import ingest
 
 
 def read_examples(folder: Path) -> list[tf.train.Example]:
