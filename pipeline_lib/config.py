@@ -185,8 +185,41 @@ class Beam(_Strict):
 
 
 class Alerts(_Strict):
-    slack_conn_id: str | None = None
+    """Where new or reopened anomalies, failed tasks and blocked pushes are announced; the secrets
+    (webhook token, SMTP password) stay in the Airflow connections named here."""
+
+    slack_conn_id: str | None = Field(default=None, description="a slackwebhook connection")
     email_to: list[str] = []
+    smtp_conn_id: str = "smtp_default"
+
+
+Severity = Literal["blocking", "warning"]
+
+
+class FeatureChecks(_Strict):
+    """One feature's thresholds (L-infinity distance for strings, Jensen-Shannon divergence for
+    numbers) and the severity of its anomalies."""
+
+    drift: float | None = Field(default=None, gt=0, le=1, description="against the previous span")
+    skew: float | None = Field(default=None, gt=0, le=1, description="training vs serving-time data")
+    severity: Severity | None = None
+
+
+class Validation(_Strict):
+    """The schema file (next to the config; inferred on the first run when absent, then curated),
+    per-feature checks, and how long a blocked run waits for its anomalies to be resolved."""
+
+    schema_file: str = "schema.pbtxt"
+    severity: Severity = Field(default="blocking", description="for features without their own")
+    features: dict[str, FeatureChecks] = {}
+    serving_data: str = Field(default="serving_data/*.tfrecord",
+                              description="serving-time tf.Examples; relative to the pipeline's artifact folder")
+    wait_timeout_seconds: PositiveInt = 24 * 3600
+    poke_interval_seconds: PositiveInt = 300
+
+    def severity_of(self, feature: str) -> str:
+        checks = self.features.get(feature)
+        return (checks and checks.severity) or self.severity
 
 
 class PipelineConfig(_Strict):
@@ -206,6 +239,7 @@ class PipelineConfig(_Strict):
     serving: Serving
     beam: Beam = Beam()
     alerts: Alerts = Alerts()
+    validation: Validation = Validation()
     config_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")
@@ -216,6 +250,13 @@ class PipelineConfig(_Strict):
             raise ValueError(f"features listed under more than one kind: {dupes}")
         return self
 
+    @model_validator(mode="after")
+    def _checks_name_columns(self):
+        unknown = sorted(set(self.validation.features) - set(self.raw_columns()))
+        if unknown:
+            raise ValueError(f"validation.features names columns the pipeline does not read: {unknown}")
+        return self
+
     def raw_columns(self) -> list[str]:
         """Columns ingest reads: every feature, the label's inputs and the timestamp."""
         cols = [*self.features.all(), *self.label.raw_columns, self.source.timestamp_column]
@@ -223,6 +264,9 @@ class PipelineConfig(_Strict):
 
     def module_path(self) -> Path:
         return self.config_dir / self.module.file
+
+    def schema_path(self) -> Path:
+        return self.config_dir / self.validation.schema_file
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

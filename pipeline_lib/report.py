@@ -33,7 +33,7 @@ def summary(pipeline: str, date: dt.date) -> str:
     if r["validate"]:
         anomalies = r["validate"]["anomalies"]
         lines.append(f"  anomalies  {len(anomalies)}" + ("" if anomalies else " (none)"))
-        lines += [f"    - [{a['severity']}] {a['split']}/{a['feature']}: {a['kind']}: {a['description'].strip()}"
+        lines += [f"    - [{a['severity']}] {','.join(a['splits'])}/{a['feature']}: {a['kind']}: {a['description'].strip()}"
                   for a in anomalies[:5]]
     if r["train"]:
         t = r["train"]

@@ -33,3 +33,8 @@ def serving_root() -> Path:
 def ml_python() -> Path:
     """The ML environment's interpreter, which runs every step."""
     return _path("PIPELINE_ML_PYTHON", REPO_ROOT / ".venv-ml" / "bin" / "python")
+
+
+def anomaly_db_url() -> str:
+    """The anomaly tracker's database (a SQLAlchemy URL, e.g. postgresql+psycopg2://...)."""
+    return os.environ.get("PIPELINE_ANOMALY_DB") or f"sqlite:///{REPO_ROOT / '.data' / 'anomalies.db'}"

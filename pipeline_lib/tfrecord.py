@@ -26,3 +26,23 @@ def write(path, records) -> int:
             f.write(length + _masked_crc(length) + record + _masked_crc(record))
             count += 1
     return count
+
+
+class CorruptRecord(ValueError):
+    """A TFRecord file whose framing or checksums do not hold."""
+
+
+def check(path) -> int:
+    """Read `path` through, checking each record's length and data checksums; return the record
+    count or raise CorruptRecord saying where (what TF would hit mid-pipeline as a DataLossError)."""
+    count = 0
+    with open(path, "rb") as f:
+        while header := f.read(12):
+            if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
+                raise CorruptRecord(f"{path}: record {count + 1}: bad length header")
+            (length,) = struct.unpack("<Q", header[:8])
+            data, crc = f.read(length), f.read(4)
+            if len(data) < length or _masked_crc(data) != crc:
+                raise CorruptRecord(f"{path}: record {count + 1}: data truncated or checksum mismatch")
+            count += 1
+    return count

@@ -23,11 +23,13 @@ def merge(base: dict, overrides: dict) -> dict:
 
 
 def write_pipeline(pipelines_dir: Path, overrides: dict | None = None) -> Path:
-    """Copy taxi_tips into `pipelines_dir/<name>/` with `overrides` deep-merged into its config."""
+    """Copy taxi_tips (module and curated schema) into `pipelines_dir/<name>/` with `overrides`
+    deep-merged into its config."""
     raw = merge(yaml.safe_load((TAXI_DIR / "pipeline.yaml").read_text()), overrides or {})
     target = pipelines_dir / raw["name"]
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(TAXI_DIR / "taxi_tips.py", target / "taxi_tips.py")
+    for name in ("taxi_tips.py", "schema.pbtxt"):
+        shutil.copy(TAXI_DIR / name, target / name)
     path = target / "pipeline.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -1,5 +1,6 @@
-"""Every pipeline config becomes a DAG of its steps in order (artifacts.STEPS): ingest >> validate >>
-transform >> train >> evaluate >> infra_validate >> push."""
+"""Every pipeline config becomes a DAG: ingest >> validate >> file_anomalies >> wait_for_anomalies
+>> transform >> train >> evaluate >> infra_validate >> push. Failed tasks and a skipped push alert
+(config `alerts`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from airflow.sdk import DAG, chain
 
 from pipeline_lib.config import discover, load_config
+from pipeline_ops.alerts import NOT_BLESSED, task_notifiers
+from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
 from pipeline_ops.operators import OPERATORS
 
 
@@ -24,11 +27,15 @@ def build_dag(config_path: Path) -> DAG:
         start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.timezone.utc),
         catchup=False,
         max_active_runs=1,
-        default_args={"owner": config.owner, "retries": 0},
+        default_args={"owner": config.owner, "retries": 0,
+                      "on_failure_callback": task_notifiers(config.alerts, "failed")},
         tags=["ml-pipeline", config.name],
     ) as dag:
         tasks = [operator(config_path=path) for operator in OPERATORS]
-        chain(*tasks)
+        tasks[-1].on_skipped_callback = task_notifiers(config.alerts, "skipped: no model pushed", NOT_BLESSED)
+        gate = [FileAnomaliesOperator(config_path=path), AnomaliesResolvedSensor(config_path=path)]
+        after_validate = [t.task_id for t in tasks].index("validate") + 1
+        chain(*tasks[:after_validate], *gate, *tasks[after_validate:])
     return dag
 
 

@@ -30,10 +30,84 @@ def airflow_db():
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """Private artifact store, model repository and warehouse copy for one test."""
+    """Private pipelines folder, artifact store, model repository, warehouse copy and anomaly
+    tracker for one test."""
     from pipeline_fixtures import warehouse_copy
 
+    monkeypatch.setenv("PIPELINES_DIR", str(tmp_path / "pipelines"))
     monkeypatch.setenv("PIPELINE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     monkeypatch.setenv("PIPELINE_SERVING_ROOT", str(tmp_path / "serving"))
     monkeypatch.setenv("PIPELINE_WAREHOUSE", str(warehouse_copy(tmp_path)))
+    monkeypatch.setenv("PIPELINE_ANOMALY_DB", f"sqlite:///{tmp_path / 'anomalies.db'}")
     return tmp_path
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on 127.0.0.1; yields (port, list of received email.Message)."""
+    import email
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    received = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(email.message_from_bytes(envelope.original_content))
+            return "250 OK"
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, received
+    controller.stop()
+
+
+@pytest.fixture
+def webhook_server():
+    """A real HTTP server on 127.0.0.1 standing in for Slack's webhook endpoint; yields (port,
+    list of (path, JSON body))."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], received
+    server.shutdown()
+
+
+WEBHOOK_TOKEN = "T000/B000/not-a-real-secret-3f9c"
+
+
+@pytest.fixture
+def alert_connections(smtp_server, webhook_server, monkeypatch):
+    """Airflow connections (as env vars) to the two local servers: slack_alerts, smtp_alerts."""
+    import json
+
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps(
+        {"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{webhook_server[0]}/services",
+         "password": WEBHOOK_TOKEN}))
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps(
+        {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_server[0],
+         "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.com"}}))
+    return {"slack": webhook_server[1], "email": smtp_server[1]}
+
+
+ALERTS = {"slack_conn_id": "slack_alerts", "smtp_conn_id": "smtp_alerts", "email_to": ["ml-team@example.com"]}

@@ -27,6 +27,11 @@ def test_the_example_config_is_valid():
      "field 'evaluation.thresholds.BinaryAccuracy': Value error, change_direction and change_absolute go together"),
     ({"features": {"vocabulary": ["fare"]}}, "features listed under more than one kind: ['fare']"),
     ({"module": {"file": "missing.py"}}, "field 'module.file': no such file"),
+    ({"validation": {"features": {"fares": {"drift": 0.1}}}},
+     "validation.features names columns the pipeline does not read: ['fares']"),
+    ({"validation": {"severity": "fatal"}}, "field 'validation.severity': Input should be 'blocking' or 'warning'"),
+    ({"validation": {"features": {"fare": {"drift": 2}}}},
+     "field 'validation.features.fare.drift': Input should be less than or equal to 1"),
 ])
 def test_a_bad_field_is_named(tmp_path, overrides, message):
     path = write_pipeline(tmp_path, overrides)

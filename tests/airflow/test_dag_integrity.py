@@ -11,6 +11,9 @@ from conftest import REPO
 
 from pipeline_lib.artifacts import STEPS
 
+# the anomaly gate sits between validate and transform
+TASKS = [*STEPS[:2], "file_anomalies", "wait_for_anomalies", *STEPS[2:]]
+
 PARSE = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
@@ -36,19 +39,21 @@ def parse_dags(env_overrides: dict | None = None) -> dict:
 def test_dags_parse_fast_without_tensorflow_into_the_pipeline_dags():
     parsed = parse_dags()
     assert parsed["errors"] == {}
-    assert parsed["dags"] == {"taxi_tips": list(STEPS)}
+    assert parsed["dags"] == {"taxi_tips": TASKS}
     assert parsed["schedules"] == {"taxi_tips": "@daily"}
     assert parsed["tensorflow"] is False
     assert parsed["seconds"] < 2.0, f"parsing dags/ took {parsed['seconds']:.2f} s"
 
 
-def test_each_step_depends_on_the_one_before_and_nothing_else():
+def test_each_task_depends_on_the_one_before_and_nothing_else():
     from pipeline_ops.dag_factory import build_dag
 
     dag = build_dag(REPO / "pipelines" / "taxi_tips" / "pipeline.yaml")
-    for before, after in zip(STEPS, STEPS[1:]):
+    for before, after in zip(TASKS, TASKS[1:]):
         assert dag.get_task(after).upstream_task_ids == {before}
-    assert dag.get_task(STEPS[0]).upstream_task_ids == set()
+    assert dag.get_task(TASKS[0]).upstream_task_ids == set()
+    sensor = dag.get_task("wait_for_anomalies")
+    assert sensor.mode == "reschedule" and sensor.timeout == 86400 and sensor.poke_interval == 300
     assert dag.max_active_runs == 1 and not dag.catchup
 
 

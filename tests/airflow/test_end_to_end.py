@@ -49,7 +49,8 @@ def test_taxi_pipeline_pushes_a_blessed_model_then_refuses_a_worse_one(isolated)
     assert set(states.values()) == {"success"}
     validate = step_result("taxi_tips", DAY1, "validate")
     assert all(Path(p).is_file() for p in validate["statistics"].values())
-    assert Path(validate["schema"]).is_file() and validate["schema_inferred"]
+    assert Path(validate["schema"]).is_file() and not validate["schema_inferred"], "the curated schema"
+    assert validate["anomalies"] == [], "clean data passes the curated schema"
     transform = step_result("taxi_tips", DAY1, "transform")
     assert (Path(transform["transform_graph"]) / "transform_fn" / "saved_model.pb").is_file()
     evaluate = step_result("taxi_tips", DAY1, "evaluate")
@@ -71,7 +72,8 @@ def test_taxi_pipeline_pushes_a_blessed_model_then_refuses_a_worse_one(isolated)
     day2 = DAY1 + dt.timedelta(days=1)
     run2, states = run_dag(config_path, day2)
     assert run2.state == "success"
-    assert states == {"ingest": "success", "validate": "success", "transform": "success", "train": "success",
+    assert states == {"ingest": "success", "validate": "success", "file_anomalies": "success",
+                      "wait_for_anomalies": "success", "transform": "success", "train": "success",
                       "evaluate": "success", "infra_validate": "success", "push": "skipped"}
     verdict = step_result("taxi_tips", day2, "evaluate")
     assert verdict["blessed"] is False and verdict["baseline_version"] == 1

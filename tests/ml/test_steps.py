@@ -17,7 +17,7 @@ import tensorflow_transform as tft
 
 from conftest import SPAN, run_step
 from pipeline_lib import artifacts, serving
-from pipeline_lib.steps import ingest, validate
+from pipeline_lib.steps import ingest
 
 
 def read_examples(folder: Path) -> list[tf.train.Example]:
@@ -73,23 +73,31 @@ def test_step_cli_reports_the_error_as_json(config, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_validate_writes_statistics_and_infers_the_schema_once(chain, config):
+def test_validate_writes_statistics_and_the_clean_slice_passes_the_curated_schema(chain, config):
     result = chain["validate"]
-    assert result["schema_inferred"] is True
+    assert result["schema_inferred"] is False and result["schema"] == str(config.config_dir / "schema.pbtxt")
+    assert result["anomalies"] == [], result["anomalies"]
     for split, path in result["statistics"].items():
         stats = tfdv.load_stats_binary(path)
         assert stats.datasets[0].num_examples == chain["ingest"]["rows"][split]
-    schema = tfdv.load_schema_text(result["schema"])
-    assert "SERVING" in tfdv.get_feature(schema, "tips").not_in_environment
-    assert {f.name for f in schema.feature} == set(config.raw_columns())
     train_stats = tfdv.load_stats_binary(result["statistics"]["train"])
     company = tfdv.get_feature_stats(train_stats.datasets[0], tfdv.FeaturePath(["company"]))
     assert company.string_stats.common_stats.num_missing > 0, "NULLs are counted as missing"
 
-    schema_text = Path(result["schema"]).read_text()
-    again = run_step(config, "validate", examples=chain["ingest"]["examples"])
+
+def test_validate_infers_a_missing_schema_once(chain, make_config):
+    fresh = make_config(name="taxi_infer")
+    fresh.schema_path().unlink()
+    result = run_step(fresh, "validate", examples=chain["ingest"]["examples"])
+    assert result["schema_inferred"] is True and Path(result["schema"]) == fresh.schema_path()
+    schema = tfdv.load_schema_text(result["schema"])
+    assert "SERVING" in tfdv.get_feature(schema, "tips").not_in_environment
+    assert {f.name for f in schema.feature} == set(fresh.raw_columns())
+
+    schema_text = fresh.schema_path().read_text()
+    again = run_step(fresh, "validate", examples=chain["ingest"]["examples"])
     assert again["schema_inferred"] is False
-    assert Path(again["schema"]).read_text() == schema_text
+    assert fresh.schema_path().read_text() == schema_text
 
 
 def test_validate_flags_a_new_category_against_the_schema(chain, config):

@@ -1,0 +1,79 @@
+"""Alerts through Airflow's providers: Slack (a slackwebhook connection) and email (an SMTP
+connection), both named in the pipeline config's `alerts`. The webhook token and SMTP password
+live in those connections; messages and logs carry only connection ids."""
+
+from __future__ import annotations
+
+import html
+from urllib.parse import quote, urlencode
+
+from airflow.configuration import conf
+from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+from airflow.providers.smtp.hooks.smtp import SmtpHook
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+PAGE_PREFIX = "/anomaly-tracker"  # where the plugin serves its page (see anomaly_ui.py)
+
+
+def base_url() -> str:
+    return conf.get("api", "base_url", fallback="") or "http://localhost:8080"
+
+
+def page_url(pipeline: str, anomaly_id: int | None = None) -> str:
+    query = {"pipeline": pipeline, **({"id": anomaly_id} if anomaly_id else {})}
+    return f"{base_url().rstrip('/')}{PAGE_PREFIX}/?{urlencode(query)}"
+
+
+def run_url(dag_id: str, run_id: str) -> str:
+    return f"{base_url().rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id)}"
+
+
+def anomaly_message(record: dict) -> tuple[str, str, str]:
+    """(subject, plain text for Slack, HTML for email) of one new or reopened anomaly."""
+    verb = "reopened" if record["outcome"] == "reopened" else "new"
+    subject = (f"[{record['pipeline']}] {verb} {record['severity']} anomaly #{record['id']}: "
+               f"{record['feature']} {record['kind']}")
+    link = page_url(record["pipeline"], record["id"])
+    examples = ", ".join(map(str, record["examples"])) or "-"
+    blocking = ("this run waits before transform until it is resolved or accepted"
+                if record["severity"] == "blocking" else "warning only: the run goes on")
+    lines = [f"pipeline: {record['pipeline']}", f"feature: {record['feature']}", f"kind: {record['kind']}",
+             f"span: {record['last_span']} (seen {record['occurrences']} times)",
+             f"description: {record['description'].strip()}", f"examples: {examples}", blocking, f"tracker: {link}"]
+    text = f"*{subject}*\n" + "\n".join(lines)
+    body = "".join(f"<li>{html.escape(line)}</li>" for line in lines[:-1])
+    page = f'<p><a href="{html.escape(link)}">Open it in the anomaly tracker</a></p>'
+    return subject, text, f"<h3>{html.escape(subject)}</h3><ul>{body}</ul>{page}"
+
+
+def send(alerts, subject: str, text: str, html_content: str) -> list[str]:
+    """One Slack message and one email, to whichever the config names; returns the channels used."""
+    sent = []
+    if alerts.slack_conn_id:
+        SlackWebhookHook(slack_webhook_conn_id=alerts.slack_conn_id).send(text=text)
+        sent.append("slack")
+    if alerts.email_to:
+        with SmtpHook(smtp_conn_id=alerts.smtp_conn_id) as smtp:
+            smtp.send_email_smtp(to=alerts.email_to, subject=subject, html_content=html_content)
+        sent.append("email")
+    return sent
+
+
+# a skipped task's callback gets no exception: the push's reason is the evaluation's verdict
+EXCEPTION = "{{ exception or '' }}"
+NOT_BLESSED = "not blessed: {{ ((ti.xcom_pull(task_ids='evaluate') or {}).get('reasons') or []) | join('; ') }}"
+
+
+def task_notifiers(alerts, event: str, reason: str = EXCEPTION) -> list:
+    """Notifiers for a task callback (`failed`, `skipped`), rendered from the task's context."""
+    subject = f"[{{{{ dag.dag_id }}}}] task {{{{ ti.task_id }}}} {event} (run {{{{ run_id }}}})"
+    link = f"{base_url().rstrip('/')}/dags/{{{{ dag.dag_id }}}}/runs/{{{{ run_id }}}}"
+    out = []
+    if alerts.slack_conn_id:
+        out.append(SlackWebhookNotifier(slack_webhook_conn_id=alerts.slack_conn_id,
+                                        text=f"*{subject}*\n{reason}\nrun: {link}"))
+    if alerts.email_to:
+        out.append(SmtpNotifier(to=alerts.email_to, smtp_conn_id=alerts.smtp_conn_id, subject=subject,
+                                html_content=f"<h3>{subject}</h3><p>{reason}</p><p><a href=\"{link}\">the run</a></p>"))
+    return out

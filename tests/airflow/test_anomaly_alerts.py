@@ -1,0 +1,133 @@
+"""Filing, alerting and blocking in real Airflow (dag.test) with a real SMTP server and a real HTTP
+server for the Slack webhook on 127.0.0.1. The findings are validate's results for the seven kinds
+of bad data (the ML tests check that validate produces them); each is filed once, alerted once,
+blocks as configured, and the run goes on once they are resolved or accepted."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from conftest import ALERTS, WEBHOOK_TOKEN
+from pipeline_fixtures import write_pipeline
+
+from pipeline_lib.anomalies.accepting import accept
+from pipeline_lib.anomalies.tracker import Tracker
+
+DAY1 = dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc)
+STATS = "/artifacts/taxi_tips/runs/2017-01-01/validate/train.stats.tfrecord"
+
+
+def finding(feature, kind, description, examples, severity="blocking"):
+    return {"feature": feature, "kind": kind, "description": description, "severity": severity,
+            "examples": examples, "splits": ["train", "eval"], "statistics": STATS}
+
+
+FINDINGS = [
+    finding("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
+            "Examples contain values missing from the schema: Bitcoin (~4%).", ["'Bitcoin'"]),
+    finding("trip_seconds", "SCHEMA_MISSING_COLUMN", "Column is completely missing", ["absent from all 960 examples"]),
+    finding("fare", "UNEXPECTED_DATA_TYPE", "Expected data of type: FLOAT but got STRING", ["'5.65'", "'5.05'"]),
+    finding("trip_miles", "FEATURE_TYPE_LOW_FRACTION_PRESENT",
+            "The feature was present in fewer examples than expected: minimum fraction = 0.990000, actual = 0.506250",
+            ["missing in 474 of 960 examples (49%)"]),
+    finding("company", "COMPARATOR_L_INFTY_HIGH", "The Linfty distance between current and previous is 0.4 "
+            "(up to six significant digits), above the threshold 0.1.", ["'Taxi Affiliation Services'"], "warning"),
+    finding("(data)", "EMPTY_SPAN", "the span has no rows: nothing in the source for window [2016-12-31, 2017-01-01)", []),
+    finding("pickup_latitude", "FLOAT_TYPE_BIG_FLOAT", "Unexpectedly high value: 48.5>42.1(upto six significant digits)",
+            ["min 41.7", "max 48.5"]),
+]
+
+
+def gate_dag(config_path, findings):
+    """validate (its result given) >> file_anomalies >> wait_for_anomalies >> evaluate >> push,
+    with the factory's callbacks; push is skipped the way an unblessed model's push is."""
+    from airflow.sdk import DAG, chain, task
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from pipeline_lib.config import load_config
+    from pipeline_ops.alerts import NOT_BLESSED, task_notifiers
+    from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
+
+    alerts = load_config(config_path).alerts
+    with DAG("taxi_tips", schedule=None, default_args={"on_failure_callback": task_notifiers(alerts, "failed")}) as dag:
+        @task(task_id="validate")
+        def validate():
+            return {"anomalies": findings, "statistics": {"train": STATS}}
+
+        @task(task_id="evaluate")
+        def evaluate():
+            return {"blessed": False, "reasons": ["auc = 0.51 fails lower bound 0.6", "binary_accuracy = 0.7 passes"]}
+
+        @task(task_id="push", on_skipped_callback=task_notifiers(alerts, "skipped: no model pushed", NOT_BLESSED))
+        def push():
+            raise AirflowSkipException("model not pushed, serving stays at version 3")
+
+        chain(validate(), FileAnomaliesOperator(config_path=str(config_path)),
+              AnomaliesResolvedSensor(config_path=str(config_path)), evaluate(), push())
+    return dag
+
+
+def run(config_path, findings, day):
+    dag_run = gate_dag(config_path, findings).test(logical_date=DAY1 + dt.timedelta(days=day))
+    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_filed_once_alerted_once_blocking_until_resolved_or_accepted(isolated, alert_connections, capfd):
+    config_path = write_pipeline(isolated / "pipelines", {
+        "alerts": ALERTS, "validation": {"wait_timeout_seconds": 3, "poke_interval_seconds": 1}})
+    slack, mail = alert_connections["slack"], alert_connections["email"]
+
+    states = run(config_path, FINDINGS, 0)
+    assert states == {"validate": "success", "file_anomalies": "success", "wait_for_anomalies": "failed",
+                      "evaluate": "upstream_failed", "push": "upstream_failed"}
+    records = Tracker().list(pipeline="taxi_tips")
+    assert len(records) == 7 and all(r["occurrences"] == 1 and r["status"] == "open" for r in records)
+    by_feature = {r["feature"]: r for r in records}
+
+    anomaly_texts = [body["text"] for _, body in slack if "anomaly #" in body["text"]]
+    assert len(anomaly_texts) == 7, "one Slack message per new anomaly"
+    anomaly_mails = [m for m in mail if "anomaly #" in m["Subject"]]
+    assert len(anomaly_mails) == 7 and all(m["To"] == "ml-team@example.com" for m in anomaly_mails)
+    for f in FINDINGS:
+        record = by_feature[f["feature"]]
+        (text,) = [t for t in anomaly_texts if f"#{record['id']}: {f['feature']} {f['kind']}" in t]
+        assert "pipeline: taxi_tips" in text and f"kind: {f['kind']}" in text
+        assert f"examples: {', '.join(f['examples']) or '-'}" in text
+        assert f"/anomaly-tracker/?pipeline=taxi_tips&id={record['id']}" in text
+        (message,) = [m for m in anomaly_mails if f"#{record['id']}: {f['feature']}" in m["Subject"]]
+        body = message.get_payload()[0].get_payload(decode=True).decode()
+        assert f"feature: {f['feature']}" in body and f"/anomaly-tracker/?pipeline=taxi_tips&amp;id={record['id']}" in body
+    assert "warning only: the run goes on" in next(t for t in anomaly_texts if "company" in t)
+    assert {p for p, _ in slack} == {f"/services/{WEBHOOK_TOKEN}"}
+
+    (failed,) = [body["text"] for _, body in slack if "task wait_for_anomalies failed" in body["text"]]
+    assert "blocking anomalies still open after 3 s" in failed
+    assert f"#{by_feature['payment_type']['id']} payment_type ENUM_TYPE_UNEXPECTED_STRING_VALUES (open)" in failed
+    assert "company" not in failed, "a warning does not block"
+    assert any("task wait_for_anomalies failed" in m["Subject"] for m in mail)
+
+    slack.clear(), mail.clear()
+    states = run(config_path, FINDINGS, 1)
+    assert states["wait_for_anomalies"] == "failed"
+    assert not any("anomaly #" in body["text"] for _, body in slack), "a recurrence of an open anomaly is quiet"
+    assert not any("anomaly #" in m["Subject"] for m in mail)
+    assert {r["occurrences"] for r in Tracker().list(pipeline="taxi_tips")} == {2}
+
+    tracker = Tracker()
+    for record in records:
+        if record["kind"] == "COMPARATOR_L_INFTY_HIGH":
+            assert accept(tracker, record["id"], "dana")["status"] == "accepted"
+        else:
+            tracker.resolve(record["id"], "erin", note="reloaded the export")
+    slack.clear(), mail.clear()
+    states = run(config_path, [], 2)
+    assert states == {"validate": "success", "file_anomalies": "success", "wait_for_anomalies": "success",
+                      "evaluate": "success", "push": "skipped"}
+    (skipped,) = [body["text"] for _, body in slack]
+    assert "task push skipped: no model pushed" in skipped and "not blessed: auc = 0.51 fails lower bound 0.6; binary" in skipped
+    assert len(mail) == 1 and "task push skipped" in mail[0]["Subject"]
+
+    captured = capfd.readouterr()
+    assert WEBHOOK_TOKEN not in captured.out + captured.err, "the webhook secret never reaches the logs"

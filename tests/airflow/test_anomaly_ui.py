@@ -1,0 +1,68 @@
+"""The tracker's page in the Airflow 3 API server (the real app, plugins loaded from plugins/):
+nothing without Airflow's JWT, read for viewers, actions for those who may edit the DAG."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from pipeline_fixtures import write_pipeline
+
+from pipeline_lib.anomalies.tracker import Tracker
+
+DRIFT = {"feature": "payment_type", "kind": "COMPARATOR_L_INFTY_HIGH", "severity": "blocking", "examples": ["'Cash'"],
+         "description": "The Linfty distance between current and previous is 0.48, above the threshold 0.1."}
+WARNING = {"feature": "company", "kind": "ENUM_TYPE_UNEXPECTED_STRING_VALUES", "severity": "warning",
+           "examples": ["'<script>alert(1)</script>'"], "description": "Examples contain values missing from the schema"}
+
+
+@pytest.fixture
+def client(isolated, airflow_db, monkeypatch):
+    from airflow.api_fastapi.app import create_app, purge_cached_app
+    from fastapi.testclient import TestClient
+
+    write_pipeline(isolated / "pipelines")
+    purge_cached_app()
+    return TestClient(create_app(), base_url="http://127.0.0.1")
+
+
+def token(role: str) -> str:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=f"{role}-user", role=role))
+
+
+def test_page_and_actions_need_airflow_auth(client):
+    drift, warning = Tracker().file("taxi_tips", dt.date(2017, 1, 1), "run1", [DRIFT, WARNING])
+    assert client.get("/anomaly-tracker/").status_code == 401
+    assert client.post(f"/anomaly-tracker/{drift['id']}/ack").status_code == 401
+    assert client.get("/anomaly-tracker/", headers={"Authorization": "Bearer forged"}).status_code == 403
+    assert Tracker().get(drift["id"])["status"] == "open"
+
+    client.cookies.set("_token", token("viewer"))
+    page = client.get("/anomaly-tracker/", params={"pipeline": "taxi_tips"})
+    assert page.status_code == 200 and "Signed in as viewer-user" in page.text
+    assert f"#{drift['id']}" in page.text and "COMPARATOR_L_INFTY_HIGH" in page.text
+    assert "&lt;script&gt;" in page.text and "<script>" not in page.text
+    assert "<button" not in page.text.split("</form>", 1)[1], "a viewer gets no action buttons"
+    assert client.post(f"/anomaly-tracker/{drift['id']}/ack").status_code == 403
+    only_warnings = client.get("/anomaly-tracker/", params={"severity": "warning"}).text
+    assert "company" in only_warnings and "COMPARATOR_L_INFTY_HIGH" not in only_warnings
+
+    client.cookies.set("_token", token("admin"))
+    page = client.get("/anomaly-tracker/")
+    assert f'action="/anomaly-tracker/{drift["id"]}/accept"' in page.text
+    acked = client.post(f"/anomaly-tracker/{drift['id']}/ack", follow_redirects=False)
+    assert acked.status_code == 303 and "acknowledged+by+admin-user" in acked.headers["location"]
+    assert Tracker().get(drift["id"])["owner"] == "admin-user"
+    accepted = client.post(f"/anomaly-tracker/{drift['id']}/accept", data={"note": "new fare policy"})
+    assert accepted.status_code == 200 and "accepted by admin-user" in accepted.text
+    record = Tracker().get(drift["id"])
+    assert (record["status"], record["resolved_by"], record["note"]) == ("accepted", "admin-user", "new fare policy")
+    assert "no schema change" in record["schema_diff"]
+    again = client.post(f"/anomaly-tracker/{drift['id']}/resolve")
+    assert re.search(r"is accepted; only open or acknowledged ones can be resolved", again.text)
+    detail = client.get("/anomaly-tracker/", params={"id": drift["id"], "status": "accepted"}).text
+    assert "run1" in detail and "accepted by admin-user" in detail
