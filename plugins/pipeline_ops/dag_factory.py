@@ -10,7 +10,7 @@ from pathlib import Path
 from airflow.sdk import DAG, chain
 
 from pipeline_lib.config import discover, load_config
-from pipeline_ops.alerts import NOT_BLESSED, task_notifiers
+from pipeline_ops.alerts import PUSH_REFUSED, task_notifiers
 from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
 from pipeline_ops.operators import OPERATORS
 
@@ -32,7 +32,7 @@ def build_dag(config_path: Path) -> DAG:
         tags=["ml-pipeline", config.name],
     ) as dag:
         tasks = [operator(config_path=path) for operator in OPERATORS]
-        tasks[-1].on_skipped_callback = task_notifiers(config.alerts, "skipped: no model pushed", NOT_BLESSED)
+        tasks[-1].on_skipped_callback = task_notifiers(config.alerts, "skipped: no model pushed", PUSH_REFUSED)
         gate = [FileAnomaliesOperator(config_path=path), AnomaliesResolvedSensor(config_path=path)]
         after_validate = [t.task_id for t in tasks].index("validate") + 1
         chain(*tasks[:after_validate], *gate, *tasks[after_validate:])

@@ -80,6 +80,9 @@ class InfraValidateOperator(MLStepOperator):
     step = "infra_validate"
 
 
+SKIP_REASON = "skip_reason"
+
+
 class PushOperator(MLStepOperator):
     """Skipped, with the reasons, when the model is not blessed or not infra-validated, or when its
     span already pushed a version: serving is untouched."""
@@ -97,6 +100,7 @@ class PushOperator(MLStepOperator):
                                                  serving.record(path.parent, result["version"]))
             self.log.info("published to Vertex AI: %s", result["vertex"])
         if not result["pushed"]:
+            context["ti"].xcom_push(key=SKIP_REASON, value=result["reason"])  # for the skipped-push alert
             raise AirflowSkipException(f"model not pushed, serving stays at version {result['version']}: "
                                        f"{result['reason']}")
         return result

@@ -42,11 +42,12 @@ FINDINGS = [
 def gate_dag(config_path, findings):
     """validate (its result given) >> file_anomalies >> wait_for_anomalies >> evaluate >> push,
     with the factory's callbacks; push is skipped the way an unblessed model's push is."""
-    from airflow.sdk import DAG, chain, task
+    from airflow.sdk import DAG, chain, get_current_context, task
     from airflow.sdk.exceptions import AirflowSkipException
 
     from pipeline_lib.config import load_config
-    from pipeline_ops.alerts import NOT_BLESSED, task_notifiers
+    from pipeline_ops.alerts import PUSH_REFUSED, task_notifiers
+    from pipeline_ops.operators import SKIP_REASON
     from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
 
     alerts = load_config(config_path).alerts
@@ -55,12 +56,15 @@ def gate_dag(config_path, findings):
         def validate():
             return {"anomalies": findings, "statistics": {"train": STATS}}
 
+        evaluate_reasons = ["auc = 0.51 fails lower bound 0.6", "binary_accuracy = 0.7 passes"]
+
         @task(task_id="evaluate")
         def evaluate():
-            return {"blessed": False, "reasons": ["auc = 0.51 fails lower bound 0.6", "binary_accuracy = 0.7 passes"]}
+            return {"blessed": False, "reasons": evaluate_reasons}
 
-        @task(task_id="push", on_skipped_callback=task_notifiers(alerts, "skipped: no model pushed", NOT_BLESSED))
-        def push():
+        @task(task_id="push", on_skipped_callback=task_notifiers(alerts, "skipped: no model pushed", PUSH_REFUSED))
+        def push():  # as PushOperator refuses an unblessed model
+            get_current_context()["ti"].xcom_push(key=SKIP_REASON, value="not blessed: " + "; ".join(evaluate_reasons))
             raise AirflowSkipException("model not pushed, serving stays at version 3")
 
         chain(validate(), FileAnomaliesOperator(config_path=str(config_path)),
