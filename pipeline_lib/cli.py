@@ -17,6 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from pipeline_lib import run_params
 from pipeline_lib.artifacts import INPUTS, STEPS
 
 # each step's arguments besides --config/--output-dir/--result-file
@@ -34,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         for name in extra:
             kind = dt.date.fromisoformat if name == "span_date" else str
             p.add_argument(f"--{name.replace('_', '-')}", required=True, type=kind)
+        for param in run_params.for_step(step):  # optional: the run's params (run_params.py)
+            p.add_argument(param.flag(), type=param.parse, default=param.default, help=param.description)
     return parser
 
 
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline_lib.config import load_config
 
     kwargs = {name: getattr(args, name) for name in STEP_ARGS[args.step]}
+    kwargs.update({p.name: getattr(args, p.name) for p in run_params.for_step(args.step)})
     try:
         config = load_config(args.config)
         step = importlib.import_module(f"pipeline_lib.steps.{args.step}")

@@ -95,10 +95,11 @@ def reasons_from(validation) -> list[str]:
     return reasons
 
 
-def run(config, output_dir: Path, model: str, examples: str) -> dict:
+def run(config, output_dir: Path, model: str, examples: str, skip_change_threshold: bool = False) -> dict:
     model_dir = config.serving.model_dir()
     baseline_version = serving.latest_version(model_dir)
-    with_baseline = baseline_version is not None
+    # a forced retrain (run param) is judged like a first model: value thresholds only
+    with_baseline = baseline_version is not None and not skip_change_threshold
     cfg = eval_config(config, with_baseline)
     paths = {CANDIDATE: model}
     if with_baseline:
@@ -114,7 +115,9 @@ def run(config, output_dir: Path, model: str, examples: str) -> dict:
         validation = tfma.load_validation_result(str(out))
         reasons = reasons_from(validation)
         if not with_baseline:
-            reasons.append("first model: judged on value thresholds only (no model is serving)")
+            reasons.append("change thresholds skipped (run param skip_change_threshold): judged on value "
+                           "thresholds only" if skip_change_threshold else
+                           "first model: judged on value thresholds only (no model is serving)")
         blessing = {"blessed": bool(validation.validation_ok), "reasons": reasons,
                     "candidate": model, "baseline_version": baseline_version,
                     "metrics": overall_metrics(out, list(paths))}

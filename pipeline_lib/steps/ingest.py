@@ -22,10 +22,10 @@ class EmptySpan(ValueError):
     """No rows in the span's window."""
 
 
-def window(config, span_date: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    """[span_date - window_days, span_date) in UTC."""
+def window(config, span_date: dt.date, window_days: int | None = None) -> tuple[dt.datetime, dt.datetime]:
+    """[span_date - window_days, span_date) in UTC; window_days defaults to the config's."""
     end = dt.datetime.combine(span_date, dt.time(), tzinfo=dt.timezone.utc)
-    return end - dt.timedelta(days=config.source.window_days), end
+    return end - dt.timedelta(days=window_days or config.source.window_days), end
 
 
 def query(config, start: dt.datetime, end: dt.datetime) -> pa.Table:
@@ -77,8 +77,8 @@ def split_of(row_key: str, eval_percent: int) -> str:
     return "eval" if bucket < eval_percent else "train"
 
 
-def run(config, output_dir: Path, span_date: dt.date) -> dict:
-    start, end = window(config, span_date)
+def run(config, output_dir: Path, span_date: dt.date, window_days: int | None = None) -> dict:
+    start, end = window(config, span_date, window_days)
     table = query(config, start, end)
     if table.num_rows == 0:
         raise EmptySpan(f"no rows in {config.source.table} for window [{start:%Y-%m-%d}, {end:%Y-%m-%d})")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from airflow.sdk import DAG, chain
+from airflow.sdk import DAG, Param, chain
 
+from pipeline_lib import run_params
 from pipeline_lib.config import discover, load_config
 from pipeline_ops.operators import OPERATORS
 
@@ -25,6 +26,7 @@ def build_dag(config_path: Path) -> DAG:
         max_active_runs=1,
         default_args={"owner": config.owner, "retries": 0},
         tags=["ml-pipeline", config.name],
+        params={p.name: Param(p.default, description=p.description, **p.schema) for p in run_params.RUN_PARAMS},
     ) as dag:
         tasks = [operator(config_path=path) for operator in OPERATORS]
         chain(*tasks)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from airflow.sdk import BaseOperator
 
-from pipeline_lib import artifacts
+from pipeline_lib import artifacts, run_params
 from pipeline_lib.launchers import LocalLauncher, StepFailed
 
 
@@ -43,7 +43,7 @@ class MLStepOperator(BaseOperator):
     def step_args(self, context, pipeline: str) -> dict[str, str]:
         return {"config": self.config_path,
                 "output_dir": str(artifacts.step_dir(pipeline, span_date(context), self.step)),
-                **self.step_inputs}
+                **self.step_inputs, **run_params.step_args(self.step, context.get("params") or {})}
 
     def execute(self, context):
         pipeline = self.dag_id
