@@ -1,4 +1,5 @@
-"""Every pipeline config becomes a DAG: ingest >> validate >> transform >> train >> evaluate >> push."""
+"""Every pipeline config becomes a DAG: wait_for_data >> ingest >> validate >> transform >> train >>
+evaluate >> push."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from airflow.sdk import DAG, Param, chain
 
 from pipeline_lib import run_params
 from pipeline_lib.config import discover, load_config
-from pipeline_ops.operators import OPERATORS
+from pipeline_ops.assets import examples_asset
+from pipeline_ops.operators import OPERATORS, IngestOperator
+from pipeline_ops.sensors import new_data_sensor
 
 
 def build_dag(config_path: Path) -> DAG:
@@ -22,14 +25,17 @@ def build_dag(config_path: Path) -> DAG:
         doc_md=f"**{config.name}**: {config.description}\n\nConfig: `{path}`",
         schedule=config.schedule,
         start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.timezone.utc),
+        end_date=config.end_date and dt.datetime.combine(config.end_date, dt.time(), tzinfo=dt.timezone.utc),
         catchup=False,
         max_active_runs=1,
         default_args={"owner": config.owner, "retries": 0},
         tags=["ml-pipeline", config.name],
         params={p.name: Param(p.default, description=p.description, **p.schema) for p in run_params.RUN_PARAMS},
     ) as dag:
-        tasks = [operator(config_path=path) for operator in OPERATORS]
-        chain(*tasks)
+        tasks = [operator(config_path=path, **({"outlets": [examples_asset(config.name)]}
+                                               if operator is IngestOperator else {}))
+                 for operator in OPERATORS]
+        chain(new_data_sensor(config, path), *tasks)
     return dag
 
 

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from airflow.sdk import BaseOperator
 
-from pipeline_lib import artifacts, run_params
+from pipeline_lib import artifacts, bigquery, run_params, span
+from pipeline_lib.config import load_config
 from pipeline_lib.launchers import LocalLauncher, StepFailed
 
 
@@ -54,10 +55,27 @@ class MLStepOperator(BaseOperator):
 
 
 class IngestOperator(MLStepOperator):
+    """A BigQuery source is read here, through the google provider's hook, into an Arrow file that
+    the step turns into examples. Each run updates the pipeline's examples Asset (its outlet)."""
+
     step = "ingest"
 
     def step_args(self, context, pipeline):
-        return {**super().step_args(context, pipeline), "span_date": span_date(context).isoformat()}
+        args = {**super().step_args(context, pipeline), "span_date": span_date(context).isoformat()}
+        config = load_config(self.config_path)
+        if config.source.kind == "bigquery":
+            start, end = span.window(config, span_date(context), (context.get("params") or {}).get("window_days"))
+            target = artifacts.run_dir(pipeline, span_date(context)) / "source" / "rows.arrow"
+            rows = bigquery.extract_with_hook(config, start, end, target)
+            self.log.info("BigQuery %s [%s, %s): %d rows -> %s", config.source.table, start, end, rows, target)
+            args["rows_file"] = str(target)
+        return args
+
+    def execute(self, context):
+        result = super().execute(context)
+        for asset in self.outlets:
+            context["outlet_events"][asset].extra = {k: result[k] for k in ("examples", "rows", "window")}
+        return result
 
 
 class ValidateOperator(MLStepOperator):

@@ -36,7 +36,7 @@ def parse_dags(env_overrides: dict | None = None) -> dict:
 def test_dags_parse_fast_without_tensorflow_into_the_pipeline_dags():
     parsed = parse_dags()
     assert parsed["errors"] == {}
-    assert parsed["dags"] == {"taxi_tips": list(STEPS)}
+    assert parsed["dags"] == {"taxi_tips": ["wait_for_data", *STEPS]}
     assert parsed["schedules"] == {"taxi_tips": "@daily"}
     assert parsed["tensorflow"] is False
     assert parsed["seconds"] < 2.0, f"parsing dags/ took {parsed['seconds']:.2f} s"
@@ -48,7 +48,8 @@ def test_each_step_depends_on_the_one_before_and_nothing_else():
     dag = build_dag(REPO / "pipelines" / "taxi_tips" / "pipeline.yaml")
     for before, after in zip(STEPS, STEPS[1:]):
         assert dag.get_task(after).upstream_task_ids == {before}
-    assert dag.get_task(STEPS[0]).upstream_task_ids == set()
+    assert dag.get_task(STEPS[0]).upstream_task_ids == {"wait_for_data"}
+    assert dag.get_task("wait_for_data").upstream_task_ids == set()
     assert dag.max_active_runs == 1 and not dag.catchup
 
 

@@ -62,7 +62,7 @@ def test_params_reach_the_steps_a_dry_run_pushes_nothing(isolated):
     run = build_dag(config_path).test(
         logical_date=DAY, run_conf={"window_days": 30, "skip_change_threshold": True, "dry_run": True})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {**{step: "success" for step in artifacts.STEPS}, "push": "skipped"}
+    assert states == {"wait_for_data": "success", **{step: "success" for step in artifacts.STEPS}, "push": "skipped"}
 
     def result(step):
         return artifacts.read_result(artifacts.step_dir("taxi_tips", DAY.date(), step))
@@ -72,3 +72,13 @@ def test_params_reach_the_steps_a_dry_run_pushes_nothing(isolated):
     assert result("push")["reason"].startswith("dry run: ")
     assert result("push")["pushed"] is False
     assert serving.versions(settings.serving_root() / "taxi_tips") == []
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:  # ingest's outlet: the pipeline's examples Asset
+        events = session.scalars(select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                                 .where(AssetModel.name == "taxi_tips_examples",
+                                        AssetEvent.source_run_id == run.run_id)).all()
+        assert [e.extra for e in events] == [{k: result("ingest")[k] for k in ("examples", "rows", "window")}]
