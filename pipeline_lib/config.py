@@ -148,6 +148,20 @@ class Serving(_Strict):
         return Path(self.root or settings.serving_root()) / self.model_name
 
 
+class Dataflow(_Strict):
+    """The Beam steps (validate, transform, evaluate) on Google Cloud Dataflow through Beam's
+    DataflowRunner; the workers run the ML image, so they hold the same libraries as the steps."""
+
+    project: str
+    region: str
+    temp_location: str = Field(pattern=r"^gs://")
+    sdk_container_image: str
+    machine_type: str = "n1-standard-4"
+    max_num_workers: PositiveInt = 10
+    service_account_email: str | None = None
+    subnetwork: str | None = None
+
+
 class Beam(_Strict):
     """Runner options. `direct_running_mode: auto` picks in-process under `multi_process_min_rows`
     (worker start-up costs ~14 s per pipeline here) and multi-process above it."""
@@ -155,7 +169,8 @@ class Beam(_Strict):
     direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = "auto"
     direct_num_workers: int = Field(default=0, ge=0, description="0: one per CPU")
     multi_process_min_rows: PositiveInt = 200_000
-    pipeline_args: list[str] = Field(default=[], description="e.g. --runner=DataflowRunner ...")
+    pipeline_args: list[str] = Field(default=[], description="more Beam options, appended as given")
+    dataflow: Dataflow | None = Field(default=None, description="run the Beam steps on Dataflow")
 
 
 class Alerts(_Strict):

@@ -12,11 +12,6 @@ def landed_day(config, span_date: dt.date) -> dt.date:
     return span_date - dt.timedelta(days=config.source.freshness.lag_days)
 
 
-def partition_id(config, span_date: dt.date) -> str:
-    """BigQuery's id of that day's partition (daily partitioning)."""
-    return landed_day(config, span_date).strftime("%Y%m%d")
-
-
 def duckdb_rows_since(config, since: dt.date) -> int:
     """Rows of the DuckDB source table at or after the start of `since` (UTC)."""
     import duckdb
