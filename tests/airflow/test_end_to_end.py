@@ -72,9 +72,9 @@ def test_taxi_pipeline_pushes_a_blessed_model_then_refuses_a_worse_one(isolated)
     day2 = DAY1 + dt.timedelta(days=1)
     run2, states = run_dag(config_path, day2)
     assert run2.state == "success"
-    assert states == {"ingest": "success", "validate": "success", "file_anomalies": "success",
-                      "wait_for_anomalies": "success", "transform": "success", "train": "success",
-                      "evaluate": "success", "infra_validate": "success", "push": "skipped"}
+    assert states == {"wait_for_data": "success", "ingest": "success", "validate": "success",
+                      "file_anomalies": "success", "wait_for_anomalies": "success", "transform": "success",
+                      "train": "success", "evaluate": "success", "infra_validate": "success", "push": "skipped"}
     verdict = step_result("taxi_tips", day2, "evaluate")
     assert verdict["blessed"] is False and verdict["baseline_version"] == 1
     assert any(r.startswith("auc = ") and r.endswith("fails lower bound 0.999") for r in verdict["reasons"]), verdict["reasons"]
