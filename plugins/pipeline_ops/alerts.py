@@ -33,7 +33,7 @@ def run_url(dag_id: str, run_id: str) -> str:
 
 def anomaly_message(record: dict) -> tuple[str, str, str]:
     """(subject, plain text for Slack, HTML for email) of one new or reopened anomaly."""
-    verb = "reopened" if record["outcome"] == "reopened" else "new"
+    verb = {"new": "new", "reopened": "reopened"}.get(record["outcome"], "open")
     subject = (f"[{record['pipeline']}] {verb} {record['severity']} anomaly #{record['id']}: "
                f"{record['feature']} {record['kind']}")
     link = page_url(record["pipeline"], record["id"])

@@ -135,3 +135,29 @@ def test_filed_once_alerted_once_blocking_until_resolved_or_accepted(isolated, a
 
     captured = capfd.readouterr()
     assert WEBHOOK_TOKEN not in captured.out + captured.err, "the webhook secret never reaches the logs"
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_an_alert_that_could_not_be_sent_goes_out_with_the_next_run(isolated, alert_connections, monkeypatch):
+    import json
+    import os
+    import socket
+
+    config_path = write_pipeline(isolated / "pipelines", {
+        "alerts": ALERTS, "validation": {"wait_timeout_seconds": 1, "poke_interval_seconds": 1}})
+    working = os.environ["AIRFLOW_CONN_SMTP_ALERTS"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps({**json.loads(working), "port": closed_port}))
+    assert run(config_path, FINDINGS[:1], 0)["file_anomalies"] == "failed"
+    (record,) = Tracker().list()
+    assert record["alert_pending"] is True
+
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", working)
+    alert_connections["slack"].clear()
+    run(config_path, FINDINGS[:1], 1)
+    (message,) = [m for m in alert_connections["email"] if "anomaly #" in m["Subject"]]
+    assert f"open blocking anomaly #{record['id']}: payment_type" in message["Subject"]
+    assert len([b for _, b in alert_connections["slack"] if "anomaly #" in b["text"]]) == 1
+    assert Tracker().get(record["id"])["alert_pending"] is False
