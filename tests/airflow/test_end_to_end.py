@@ -90,9 +90,9 @@ def test_a_failing_step_fails_its_task_with_the_steps_own_message(isolated):
 
     from pipeline_ops.operators import IngestOperator
 
-    config_path = write_pipeline(isolated / "pipelines")
+    config_path = write_pipeline(isolated / "pipelines", {"source": {"table": "no_such_table"}})
     with DAG("taxi_tips", schedule=None):
         task = IngestOperator(config_path=str(config_path))
-    with pytest.raises(AirflowException, match=r"ingest failed: EmptySpan: no rows in taxi_trips for window"):
-        task.execute({"logical_date": dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc), "run_id": "manual"})
-    assert not artifacts.step_dir("taxi_tips", dt.date(2030, 1, 1), "ingest").exists()
+    with pytest.raises(AirflowException, match=r"ingest failed: CatalogException: .*no_such_table does not exist"):
+        task.execute({"logical_date": dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc), "run_id": "manual", "params": {}})
+    assert not artifacts.step_dir("taxi_tips", dt.date(2017, 1, 1), "ingest").exists()
