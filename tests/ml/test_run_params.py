@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conftest import run_step
 
-from pipeline_lib import serving
+from pipeline_lib import artifacts, serving
 
 
 def test_a_forced_retrain_skips_the_change_threshold_but_not_the_value_thresholds(chain, make_config, config):
@@ -33,8 +33,8 @@ def test_a_forced_retrain_skips_the_change_threshold_but_not_the_value_threshold
 
 def test_a_dry_run_pushes_nothing_even_when_blessed(chain, config):
     before = serving.versions(config.serving.model_dir())
-    result = run_step(config, "push", model=chain["train"]["model"], blessing=chain["evaluate"]["blessing"],
-                      dry_run=True)
-    assert chain["evaluate"]["blessed"] is True
-    assert result == {"pushed": False, "version": before[-1], "path": None, "reason": "dry run: blessed"}
+    result = run_step(config, "push", **artifacts.inputs_from("push", chain), dry_run=True)
+    assert chain["evaluate"]["blessed"] is True and chain["infra_validate"]["valid"] is True
+    assert result == {"pushed": False, "version": before[-1], "path": None,
+                      "reason": "dry run: blessed and infra-validated"}
     assert serving.versions(config.serving.model_dir()) == before
