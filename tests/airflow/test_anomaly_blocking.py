@@ -50,8 +50,8 @@ def test_a_blocking_anomaly_holds_the_run_until_accepted(isolated, alert_connect
     model_dir = settings.serving_root() / "taxi_tips"
 
     states = run_dag(config_path, DAY1)
-    assert states == {"ingest": "success", "validate": "success", "file_anomalies": "success",
-                      "wait_for_anomalies": "failed", "transform": "upstream_failed", "train": "upstream_failed",
+    assert states == {"wait_for_data": "success", "ingest": "success", "validate": "success",
+                      "file_anomalies": "success", "wait_for_anomalies": "failed", "transform": "upstream_failed", "train": "upstream_failed",
                       "evaluate": "upstream_failed", "infra_validate": "upstream_failed",
                       "push": "upstream_failed"}
     assert serving.versions(model_dir) == [], "nothing pushed from a blocked run"

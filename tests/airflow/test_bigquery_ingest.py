@@ -106,7 +106,7 @@ def test_bigquery_ingest_writes_the_same_examples_as_duckdb(isolated, fake_bigqu
     from pipeline_ops.operators import IngestOperator
 
     client, made = fake_bigquery
-    context = {"logical_date": SPAN, "params": {"window_days": 30}}
+    context = {"logical_date": SPAN, "run_id": "manual", "params": {"window_days": 30}}
     results = {}
     for name, overrides in {"taxi_bq": BIGQUERY, "taxi_tips": {}}.items():
         with DAG(name, schedule=None):
