@@ -63,6 +63,8 @@ def send(alerts, subject: str, text: str, html_content: str) -> list[str]:
 # a skipped task's callback gets no exception: the push's reason is the evaluation's verdict
 EXCEPTION = "{{ exception or '' }}"
 NOT_BLESSED = "not blessed: {{ ((ti.xcom_pull(task_ids='evaluate') or {}).get('reasons') or []) | join('; ') }}"
+PUSHED = ("{{ (ti.xcom_pull(task_ids='push') or {}).get('reason') }}: serving version "
+          "{{ (ti.xcom_pull(task_ids='push') or {}).get('version') }}")
 
 
 def task_notifiers(alerts, event: str, reason: str = EXCEPTION) -> list:

@@ -1,6 +1,6 @@
 """Every pipeline config becomes a DAG: ingest >> validate >> file_anomalies >> wait_for_anomalies
 >> transform >> train >> evaluate >> infra_validate >> push. Failed tasks and a skipped push alert
-(config `alerts`)."""
+(config `alerts`), and a successful push too where `alerts.on_push` asks for it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from airflow.sdk import DAG, chain
 
 from pipeline_lib.config import discover, load_config
-from pipeline_ops.alerts import NOT_BLESSED, task_notifiers
+from pipeline_ops.alerts import NOT_BLESSED, PUSHED, task_notifiers
 from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
 from pipeline_ops.operators import OPERATORS
 
@@ -33,6 +33,8 @@ def build_dag(config_path: Path) -> DAG:
     ) as dag:
         tasks = [operator(config_path=path) for operator in OPERATORS]
         tasks[-1].on_skipped_callback = task_notifiers(config.alerts, "skipped: no model pushed", NOT_BLESSED)
+        if config.alerts.on_push:
+            tasks[-1].on_success_callback = task_notifiers(config.alerts, "succeeded", PUSHED)
         gate = [FileAnomaliesOperator(config_path=path), AnomaliesResolvedSensor(config_path=path)]
         after_validate = [t.task_id for t in tasks].index("validate") + 1
         chain(*tasks[:after_validate], *gate, *tasks[after_validate:])
