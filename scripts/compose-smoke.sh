@@ -46,7 +46,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 
 # the pipelines the stack mounts: a copy with alerts to the stack's receivers
-pipelines=$(mktemp -d)
+pipelines=$(mktemp -d) up_log=
 export PIPELINES_HOST_DIR=$pipelines
 "$ENGINE" run --rm --user 0 -v "$pipelines:/out" "$AIRFLOW_IMAGE" python -c '
 import shutil, yaml
@@ -59,8 +59,7 @@ config["alerts"] = {"email_to": ["ml-team@example.com"], "smtp_conn_id": "smtp_d
 yaml.safe_dump(config, open(path, "w"), sort_keys=False)'
 chmod -R a+rwX "$pipelines"
 
-services=(postgres anomaly-db redis mailcatcher webhook-receiver airflow-init airflow-apiserver
-          airflow-scheduler airflow-dag-processor airflow-triggerer airflow-worker)
+services=(airflow-apiserver airflow-scheduler airflow-dag-processor airflow-triggerer airflow-worker)
 if "$ENGINE" image exists "$MODEL_SERVER_IMAGE" || timeout 60 "$ENGINE" pull -q "$MODEL_SERVER_IMAGE" >/dev/null 2>&1; then
   services+=(model-server)
 else
@@ -72,16 +71,22 @@ logs() { for s in airflow-init airflow-scheduler airflow-worker; do
 down() {
   [ -n "${KEEP_STACK:-}" ] && { step "stack left up (project $PROJECT)"; return; }
   $COMPOSE -p "$PROJECT" down -v >/dev/null 2>&1 || true
-  rm -rf "$pipelines"
+  rm -rf "$pipelines" "$up_log"
   step "stack down"
 }
 trap 'rc=$?; [ $rc -ne 0 ] && logs; down; exit $rc' EXIT
 
-step "up: ${services[*]}"
-$COMPOSE -p "$PROJECT" up -d "${services[@]}" >/tmp/compose-smoke-up.log 2>&1 || { cat /tmp/compose-smoke-up.log; exit 1; }
+# in two steps: podman 4.3 cannot start a container that --requires an exited one (airflow-init),
+# so the long-running services come up after it with --no-deps (docker compose: one `up -d`)
+up_log=$(mktemp)
+up() { $COMPOSE -p "$PROJECT" up -d "$@" >"$up_log" 2>&1 || { cat "$up_log"; exit 1; }; }
+step "up: databases, Redis, mail catcher, webhook receiver, airflow-init"
+up postgres anomaly-db redis mailcatcher webhook-receiver airflow-init
 init_rc=$("$ENGINE" wait "${PROJECT}_airflow-init_1")
 [ "$init_rc" = 0 ] || { echo "airflow-init exited $init_rc"; exit 1; }
 step "airflow-init done"
+step "up: ${services[*]}"
+up --no-deps "${services[@]}"
 
 healthy=(postgres anomaly-db redis airflow-apiserver airflow-scheduler airflow-dag-processor
          airflow-triggerer airflow-worker)
