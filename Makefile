@@ -26,7 +26,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__API__HOST := 127.0.0.1
 
-.PHONY: envs data airflow-init demo test bench lock clean
+.PHONY: envs data airflow-init airflow demo test bench lock clean
 
 $(TOOLS_STAMP):
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -59,6 +59,12 @@ $(AIRFLOW_HOME)/.migrated: $(AF)/.synced
 	touch $@
 
 airflow-init: $(AIRFLOW_HOME)/.migrated
+
+# Airflow (api-server, scheduler, dag-processor, triggerer) on 127.0.0.1:$(AIRFLOW_PORT) until Ctrl-C;
+# it prints the login (user admin, generated password; README "Running Airflow")
+AIRFLOW_PORT ?= 8080
+airflow: envs data airflow-init
+	AIRFLOW_PORT=$(AIRFLOW_PORT) scripts/airflow_local.sh
 
 # the run's log goes to a file; the summary is printed whether the run passed or not
 demo: envs data airflow-init

@@ -3,10 +3,27 @@
 import os
 
 
+def dataflow_args(dataflow) -> list[str]:
+    """DataflowRunner's options from the config's `beam.dataflow`."""
+    args = ["--runner=DataflowRunner", f"--project={dataflow.project}", f"--region={dataflow.region}",
+            f"--temp_location={dataflow.temp_location}",
+            f"--staging_location={dataflow.temp_location.rstrip('/')}/staging",
+            f"--sdk_container_image={dataflow.sdk_container_image}", "--sdk_location=container",
+            f"--machine_type={dataflow.machine_type}", f"--max_num_workers={dataflow.max_num_workers}",
+            "--experiments=use_runner_v2"]
+    if dataflow.service_account_email:
+        args.append(f"--service_account_email={dataflow.service_account_email}")
+    if dataflow.subnetwork:
+        args.append(f"--subnetwork={dataflow.subnetwork}")
+    return args
+
+
 def pipeline_options(config, num_rows: int, temp_dir: str):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     beam = config.beam
+    if beam.dataflow:
+        return PipelineOptions(dataflow_args(beam.dataflow) + list(beam.pipeline_args))
     args = list(beam.pipeline_args)
     if not any(a.startswith("--runner") for a in args) or "--runner=DirectRunner" in args:
         mode = beam.direct_running_mode

@@ -17,6 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from pipeline_lib import run_params
 from pipeline_lib.artifacts import INPUTS, RUN_ARGS, STEPS
 
 # each step's arguments besides --config/--output-dir/--result-file
@@ -34,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         for name in extra:
             kind = dt.date.fromisoformat if name == "span_date" else str
             p.add_argument(f"--{name.replace('_', '-')}", required=True, type=kind)
+        if step == "ingest":
+            p.add_argument("--rows-file", type=Path, help="the window's rows as Arrow IPC (BigQuery extract)")
+        for param in run_params.for_step(step):  # optional: the run's params (run_params.py)
+            p.add_argument(param.flag(), type=param.parse, default=param.default, help=param.description)
     return parser
 
 
@@ -43,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline_lib.config import load_config
 
     kwargs = {name: getattr(args, name) for name in STEP_ARGS[args.step]}
+    kwargs.update({p.name: getattr(args, p.name) for p in run_params.for_step(args.step)})
+    if args.step == "ingest":
+        kwargs["rows_file"] = args.rows_file
     try:
         config = load_config(args.config)
         step = importlib.import_module(f"pipeline_lib.steps.{args.step}")

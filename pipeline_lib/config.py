@@ -26,15 +26,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Source(_Strict):
-    """Where the rows come from and which of them belong to a run's window."""
+class Freshness(_Strict):
+    """The new-data sensor before ingest: a run waits until the source holds rows from `lag_days`
+    before the logical date on (BigQuery: that day's partition exists), checking every
+    `poke_seconds` without holding a worker slot, and fails after `timeout_minutes`."""
 
-    kind: Literal["duckdb"] = "duckdb"
-    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    lag_days: PositiveInt = 1
+    poke_seconds: PositiveInt = 300
+    timeout_minutes: PositiveInt = 720
+
+
+class Source(_Strict):
+    """Where the rows come from and which of them belong to a run's window. `duckdb`: the local
+    warehouse; `bigquery`: `table` is `project.dataset.table`, read through `gcp_conn_id`."""
+
+    kind: Literal["duckdb", "bigquery"] = "duckdb"
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
     timestamp_column: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     timestamp_unit: Literal["epoch_seconds", "timestamp"] = "timestamp"
     window_days: PositiveInt
     database: str | None = Field(default=None, description="DuckDB file; default: settings")
+    gcp_conn_id: str = Field(default="google_cloud_default", description="bigquery: the Airflow connection")
+    location: str | None = Field(default=None, description="bigquery: the dataset's location")
+    partition_column: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                         description="bigquery: DATE partitioning column, e.g. _PARTITIONDATE")
+    freshness: Freshness = Freshness()
+
+    @model_validator(mode="after")
+    def _bigquery_table_is_qualified(self):
+        if self.kind == "bigquery" and self.table.count(".") != 2:
+            raise ValueError("a bigquery table is written project.dataset.table")
+        return self
+
+    def bigquery_table(self) -> tuple[str, str, str]:
+        project, dataset, table = self.table.split(".")
+        return project, dataset, table
 
     def database_path(self) -> Path:
         return Path(self.database) if self.database else settings.warehouse_path()
@@ -174,6 +200,20 @@ class Serving(_Strict):
         return Path(self.root or settings.serving_root()) / self.model_name
 
 
+class Dataflow(_Strict):
+    """The Beam steps (validate, transform, evaluate) on Google Cloud Dataflow through Beam's
+    DataflowRunner; the workers run the ML image, so they hold the same libraries as the steps."""
+
+    project: str
+    region: str
+    temp_location: str = Field(pattern=r"^gs://")
+    sdk_container_image: str
+    machine_type: str = "n1-standard-4"
+    max_num_workers: PositiveInt = 10
+    service_account_email: str | None = None
+    subnetwork: str | None = None
+
+
 class Beam(_Strict):
     """Runner options. `direct_running_mode: auto` picks in-process under `multi_process_min_rows`
     (worker start-up costs ~14 s per pipeline here) and multi-process above it."""
@@ -181,7 +221,8 @@ class Beam(_Strict):
     direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = "auto"
     direct_num_workers: int = Field(default=0, ge=0, description="0: one per CPU")
     multi_process_min_rows: PositiveInt = 200_000
-    pipeline_args: list[str] = Field(default=[], description="e.g. --runner=DataflowRunner ...")
+    pipeline_args: list[str] = Field(default=[], description="more Beam options, appended as given")
+    dataflow: Dataflow | None = Field(default=None, description="run the Beam steps on Dataflow")
 
 
 class Alerts(_Strict):
@@ -229,6 +270,7 @@ class PipelineConfig(_Strict):
     owner: str = "ml-platform"
     schedule: str | None = "@daily"
     start_date: dt.date
+    end_date: dt.date | None = Field(default=None, description="no scheduled runs after it")
     source: Source
     features: Features
     label: Label

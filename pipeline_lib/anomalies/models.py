@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 STATUSES = ("open", "acknowledged", "resolved", "accepted")
@@ -45,6 +45,8 @@ class Anomaly(Base):
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     note: Mapped[str | None] = mapped_column(Text)
     schema_diff: Mapped[str | None] = mapped_column(Text, doc="what `accept` changed in the schema")
+    alert_pending: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                doc="new or reopened, and its alert not yet delivered")
     runs: Mapped[list[Occurrence]] = relationship(back_populates="anomaly", order_by="Occurrence.id",
                                                   cascade="all, delete-orphan")
 

@@ -34,9 +34,10 @@ def _sqlite_foreign_keys(dbapi_connection, _record):
 
 
 class Tracker:
-    """The tracker on one database; the schema is migrated to the newest revision on first use."""
+    """The tracker on one database; the schema is migrated to the newest revision on first use
+    (`revision` pins an older one, for testing upgrades)."""
 
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, revision: str = "head"):
         url = make_url(url or settings.anomaly_db_url())
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,7 @@ class Tracker:
         if url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_foreign_keys)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
-        self.migrate()
+        self.migrate(revision)
 
     def migrate(self, revision: str = "head") -> None:
         cfg = Config()
@@ -62,7 +63,8 @@ class Tracker:
              owner: str | None = None, run_url: str | None = None, statistics: str | None = None) -> list[dict]:
         """Record one run's findings (dicts with feature, kind, description, severity, examples and
         optionally the statistics they were found in, else the run's `statistics`). Returns each
-        record with `outcome`: new, reopened or recurring."""
+        record with `outcome` (new, reopened or recurring) and `alert_pending`: a new or reopened
+        record stays pending until `alerted`, so an alert that failed is sent by the next filing."""
         out = []
         with self.session() as s, s.begin():
             for f in findings:
@@ -74,7 +76,7 @@ class Tracker:
                 examples = list(f.get("examples") or [])
                 if record is None:
                     record = Anomaly(pipeline=pipeline, feature=f["feature"], kind=f["kind"], status="open",
-                                     owner=owner, first_span=span, last_span=span, occurrences=0)
+                                     owner=owner, first_span=span, last_span=span, occurrences=0, alert_pending=True)
                     s.add(record)
                     outcome = NEW
                 elif record.status in OPEN:
@@ -82,6 +84,7 @@ class Tracker:
                 else:
                     outcome = REOPENED
                     record.status, record.resolved_by, record.resolved_at = "open", None, None
+                    record.alert_pending = True
                 already = any(r.run_id == run_id for r in record.runs)  # a retried task files again
                 if not already:
                     record.occurrences += 1
@@ -93,6 +96,10 @@ class Tracker:
                 s.flush()
                 out.append({**record.as_dict(), "outcome": outcome})
         return out
+
+    def alerted(self, anomaly_id: int) -> None:
+        with self.session() as s, s.begin():
+            self._record(s, anomaly_id).alert_pending = False
 
     # -- reading --------------------------------------------------------------------------------
 

@@ -155,10 +155,11 @@ def report(config, blessing: dict, per_slice: dict) -> str:
     return "\n".join(lines + _table([header] + rows)) + "\n"
 
 
-def run(config, output_dir: Path, model: str, examples: str) -> dict:
+def run(config, output_dir: Path, model: str, examples: str, skip_change_threshold: bool = False) -> dict:
     model_dir = config.serving.model_dir()
     baseline_version = serving.latest_version(model_dir)
-    with_baseline = baseline_version is not None
+    # a forced retrain (run param) is judged like a first model: value thresholds only
+    with_baseline = baseline_version is not None and not skip_change_threshold
     cfg = eval_config(config, with_baseline)
     paths = {CANDIDATE: model}
     if with_baseline:
@@ -176,7 +177,9 @@ def run(config, output_dir: Path, model: str, examples: str) -> dict:
         judged = verdicts(cfg, validation, per_slice[OVERALL])
         reasons = reasons_from(judged, validation)
         if not with_baseline:
-            reasons.append("first model: judged on value thresholds only (no model is serving)")
+            reasons.append("change thresholds skipped (run param skip_change_threshold): judged on value "
+                           "thresholds only" if skip_change_threshold else
+                           "first model: judged on value thresholds only (no model is serving)")
         blessing = {"blessed": bool(validation.validation_ok), "reasons": reasons, "thresholds": judged,
                     "candidate": model, "baseline_version": baseline_version,
                     "metrics": {name: per_slice[OVERALL].get(name, {}) for name in paths}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from pathlib import Path
 
 import duckdb
@@ -14,18 +15,10 @@ import pyarrow.compute as pc
 from tfx_bsl.coders import example_coder
 
 from pipeline_lib import artifacts, tfrecord
+from pipeline_lib.span import window
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "eval")
-
-
-class EmptySpan(ValueError):
-    """No rows in the span's window."""
-
-
-def window(config, span_date: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    """[span_date - window_days, span_date) in UTC."""
-    end = dt.datetime.combine(span_date, dt.time(), tzinfo=dt.timezone.utc)
-    return end - dt.timedelta(days=config.source.window_days), end
 
 
 def query(config, start: dt.datetime, end: dt.datetime) -> pa.Table:
@@ -77,11 +70,14 @@ def split_of(row_key: str, eval_percent: int) -> str:
     return "eval" if bucket < eval_percent else "train"
 
 
-def run(config, output_dir: Path, span_date: dt.date) -> dict:
-    start, end = window(config, span_date)
-    table = query(config, start, end)
-    if table.num_rows == 0:
-        raise EmptySpan(f"no rows in {config.source.table} for window [{start:%Y-%m-%d}, {end:%Y-%m-%d})")
+def run(config, output_dir: Path, span_date: dt.date, window_days: int | None = None,
+        rows_file: Path | None = None) -> dict:
+    """`rows_file`: the window's rows already extracted as an Arrow IPC file (BigQuery, read on
+    the Airflow side through the provider's hook); otherwise the DuckDB source is queried."""
+    start, end = window(config, span_date, window_days)
+    table = pa.ipc.open_file(str(rows_file)).read_all() if rows_file else query(config, start, end)
+    if table.num_rows == 0:  # written as an empty span: validate files it as an anomaly
+        log.warning("no rows in %s for window [%s, %s)", config.source.table, f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}")
     examples = to_examples(table)
     by_split = {s: [] for s in SPLITS}
     for key, example in zip(row_keys(table), examples):

@@ -40,14 +40,14 @@ def provenance(config, run_id: str, model: str, examples: str, schema: str, tran
 
 
 def run(config, output_dir: Path, model: str, blessing: str, infra_blessing: str, examples: str,
-        schema: str, transform_graph: str, run_id: str) -> dict:
+        schema: str, transform_graph: str, run_id: str, dry_run: bool = False) -> dict:
     verdict, infra = _verdict(blessing, model), _verdict(infra_blessing, model)
     model_dir = config.serving.model_dir()
     refused = refusals(verdict, infra)
     with artifacts.atomic_dir(output_dir) as tmp:
-        if refused:
+        if refused or dry_run:
             result = {"pushed": False, "version": serving.latest_version(model_dir), "path": None,
-                      "reason": "; ".join(refused)}
+                      "reason": ("dry run: " if dry_run else "") + ("; ".join(refused) or "blessed and infra-validated")}
         else:
             record = provenance(config, run_id, model, examples, schema, transform_graph, verdict, infra)
             version, path, new = serving.publish(Path(model), model_dir, record)

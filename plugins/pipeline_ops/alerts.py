@@ -13,6 +13,8 @@ from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNoti
 from airflow.providers.smtp.hooks.smtp import SmtpHook
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
+from pipeline_ops.operators import SKIP_REASON
+
 PAGE_PREFIX = "/anomaly-tracker"  # where the plugin serves its page (see anomaly_ui.py)
 
 
@@ -31,7 +33,7 @@ def run_url(dag_id: str, run_id: str) -> str:
 
 def anomaly_message(record: dict) -> tuple[str, str, str]:
     """(subject, plain text for Slack, HTML for email) of one new or reopened anomaly."""
-    verb = "reopened" if record["outcome"] == "reopened" else "new"
+    verb = {"new": "new", "reopened": "reopened"}.get(record["outcome"], "open")
     subject = (f"[{record['pipeline']}] {verb} {record['severity']} anomaly #{record['id']}: "
                f"{record['feature']} {record['kind']}")
     link = page_url(record["pipeline"], record["id"])
@@ -60,9 +62,10 @@ def send(alerts, subject: str, text: str, html_content: str) -> list[str]:
     return sent
 
 
-# a skipped task's callback gets no exception: the push's reason is the evaluation's verdict
+# a skipped task's callback gets no exception: the push tells why it refused (not blessed, failed
+# infra validation, span already pushed) in an XCom
 EXCEPTION = "{{ exception or '' }}"
-NOT_BLESSED = "not blessed: {{ ((ti.xcom_pull(task_ids='evaluate') or {}).get('reasons') or []) | join('; ') }}"
+PUSH_REFUSED = f"{{{{ ti.xcom_pull(task_ids='push', key='{SKIP_REASON}') }}}}"
 PUSHED = ("{{ (ti.xcom_pull(task_ids='push') or {}).get('reason') }}: serving version "
           "{{ (ti.xcom_pull(task_ids='push') or {}).get('version') }}")
 

@@ -8,7 +8,7 @@ from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator
 from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSensorTimeout
 from sqlalchemy.engine import URL
 
-from pipeline_lib.anomalies.tracker import NEW, REOPENED, Tracker
+from pipeline_lib.anomalies.tracker import Tracker
 from pipeline_lib.config import load_config
 from pipeline_ops import alerts
 from pipeline_ops.operators import span_date
@@ -31,7 +31,9 @@ def tracker() -> Tracker:
 
 class FileAnomaliesOperator(BaseOperator):
     """Files validate's findings; a new or reopened anomaly alerts once (Slack and email), a
-    recurrence of an open one only counts. Returns the filed ids and the blocking open ones."""
+    recurrence of an open one only counts. An alert that fails fails the task and stays pending:
+    the retry or the next run sends it (at least once). Returns the filed ids and the blocking
+    open ones."""
 
     ui_color = "#fde8e8"
 
@@ -44,15 +46,17 @@ class FileAnomaliesOperator(BaseOperator):
         config = load_config(self.config_path)
         result = context["ti"].xcom_pull(task_ids="validate")
         run_id = context["run_id"]
-        filed = tracker().file(config.name, span_date(context), run_id, result["anomalies"], owner=config.owner,
+        t = tracker()
+        filed = t.file(config.name, span_date(context), run_id, result["anomalies"], owner=config.owner,
                                run_url=alerts.run_url(self.dag_id, run_id),
                                statistics=",".join(result["statistics"].values()) or None)
         alerted = []
         for record in filed:
             self.log.info("anomaly #%s %s/%s %s: %s (%s)", record["id"], record["feature"], record["kind"],
                           record["severity"], record["outcome"], record["status"])
-            if record["outcome"] in (NEW, REOPENED):
+            if record["alert_pending"]:  # new or reopened, here or in a run whose alert failed
                 channels = alerts.send(config.alerts, *alerts.anomaly_message(record))
+                t.alerted(record["id"])
                 self.log.info("alerted anomaly #%s via %s", record["id"], ", ".join(channels) or "nothing configured")
                 alerted.append(record["id"])
         blocking = [r["id"] for r in filed if r["severity"] == "blocking" and r["status"] in ("open", "acknowledged")]

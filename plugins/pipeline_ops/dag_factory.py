@@ -1,18 +1,21 @@
-"""Every pipeline config becomes a DAG: ingest >> validate >> file_anomalies >> wait_for_anomalies
->> transform >> train >> evaluate >> infra_validate >> push. Failed tasks and a skipped push alert
-(config `alerts`), and a successful push too where `alerts.on_push` asks for it."""
+"""Every pipeline config becomes a DAG: wait_for_data >> ingest >> validate >> file_anomalies >>
+wait_for_anomalies >> transform >> train >> evaluate >> infra_validate >> push. Failed tasks and a
+skipped push alert (config `alerts`), a successful push too where `alerts.on_push` asks for it."""
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
 
-from airflow.sdk import DAG, chain
+from airflow.sdk import DAG, Param, chain
 
+from pipeline_lib import run_params
 from pipeline_lib.config import discover, load_config
-from pipeline_ops.alerts import NOT_BLESSED, PUSHED, task_notifiers
+from pipeline_ops.alerts import PUSHED, PUSH_REFUSED, task_notifiers
 from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
-from pipeline_ops.operators import OPERATORS
+from pipeline_ops.assets import examples_asset
+from pipeline_ops.operators import OPERATORS, IngestOperator
+from pipeline_ops.sensors import new_data_sensor
 
 
 def build_dag(config_path: Path) -> DAG:
@@ -25,19 +28,23 @@ def build_dag(config_path: Path) -> DAG:
         doc_md=f"**{config.name}**: {config.description}\n\nConfig: `{path}`",
         schedule=config.schedule,
         start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.timezone.utc),
+        end_date=config.end_date and dt.datetime.combine(config.end_date, dt.time(), tzinfo=dt.timezone.utc),
         catchup=False,
         max_active_runs=1,
         default_args={"owner": config.owner, "retries": 0,
                       "on_failure_callback": task_notifiers(config.alerts, "failed")},
         tags=["ml-pipeline", config.name],
+        params={p.name: Param(p.default, description=p.description, **p.schema) for p in run_params.RUN_PARAMS},
     ) as dag:
-        tasks = [operator(config_path=path) for operator in OPERATORS]
-        tasks[-1].on_skipped_callback = task_notifiers(config.alerts, "skipped: no model pushed", NOT_BLESSED)
+        tasks = [operator(config_path=path, **({"outlets": [examples_asset(config.name)]}
+                                               if operator is IngestOperator else {}))
+                 for operator in OPERATORS]
+        tasks[-1].on_skipped_callback = task_notifiers(config.alerts, "skipped: no model pushed", PUSH_REFUSED)
         if config.alerts.on_push:
             tasks[-1].on_success_callback = task_notifiers(config.alerts, "succeeded", PUSHED)
         gate = [FileAnomaliesOperator(config_path=path), AnomaliesResolvedSensor(config_path=path)]
         after_validate = [t.task_id for t in tasks].index("validate") + 1
-        chain(*tasks[:after_validate], *gate, *tasks[after_validate:])
+        chain(new_data_sensor(config, path), *tasks[:after_validate], *gate, *tasks[after_validate:])
     return dag
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from airflow.sdk import BaseOperator
 
-from pipeline_lib import artifacts, serving
+from pipeline_lib import artifacts, bigquery, run_params, serving, span
 from pipeline_lib.config import load_config
 from pipeline_lib.launchers import LocalLauncher, StepFailed
 
@@ -43,10 +43,11 @@ class MLStepOperator(BaseOperator):
         super().__init__(**kwargs)
 
     def step_args(self, context, pipeline: str) -> dict[str, str]:
-        span = span_date(context)
+        day = span_date(context)
         return {"config": self.config_path,
-                "output_dir": str(artifacts.step_dir(pipeline, span, self.step)),
-                **self.step_inputs, **artifacts.run_args(self.step, span, context["run_id"])}
+                "output_dir": str(artifacts.step_dir(pipeline, day, self.step)),
+                **self.step_inputs, **artifacts.run_args(self.step, day, context["run_id"]),
+                **run_params.step_args(self.step, context.get("params") or {})}
 
     def execute(self, context):
         pipeline = self.dag_id
@@ -57,7 +58,27 @@ class MLStepOperator(BaseOperator):
 
 
 class IngestOperator(MLStepOperator):
+    """A BigQuery source is read here, through the google provider's hook, into an Arrow file that
+    the step turns into examples. Each run updates the pipeline's examples Asset (its outlet)."""
+
     step = "ingest"
+
+    def step_args(self, context, pipeline):
+        args = super().step_args(context, pipeline)
+        config = load_config(self.config_path)
+        if config.source.kind == "bigquery":
+            start, end = span.window(config, span_date(context), (context.get("params") or {}).get("window_days"))
+            target = artifacts.run_dir(pipeline, span_date(context)) / "source" / "rows.arrow"
+            rows = bigquery.extract_with_hook(config, start, end, target)
+            self.log.info("BigQuery %s [%s, %s): %d rows -> %s", config.source.table, start, end, rows, target)
+            args["rows_file"] = str(target)
+        return args
+
+    def execute(self, context):
+        result = super().execute(context)
+        for asset in self.outlets:
+            context["outlet_events"][asset].extra = {k: result[k] for k in ("examples", "rows", "window")}
+        return result
 
 
 class ValidateOperator(MLStepOperator):
@@ -80,6 +101,9 @@ class InfraValidateOperator(MLStepOperator):
     step = "infra_validate"
 
 
+SKIP_REASON = "skip_reason"
+
+
 class PushOperator(MLStepOperator):
     """Skipped, with the reasons, when the model is not blessed or not infra-validated, or when its
     span already pushed a version: serving is untouched."""
@@ -97,6 +121,7 @@ class PushOperator(MLStepOperator):
                                                  serving.record(path.parent, result["version"]))
             self.log.info("published to Vertex AI: %s", result["vertex"])
         if not result["pushed"]:
+            context["ti"].xcom_push(key=SKIP_REASON, value=result["reason"])  # for the skipped-push alert
             raise AirflowSkipException(f"model not pushed, serving stays at version {result['version']}: "
                                        f"{result['reason']}")
         return result

@@ -42,11 +42,12 @@ FINDINGS = [
 def gate_dag(config_path, findings):
     """validate (its result given) >> file_anomalies >> wait_for_anomalies >> evaluate >> push,
     with the factory's callbacks; push is skipped the way an unblessed model's push is."""
-    from airflow.sdk import DAG, chain, task
+    from airflow.sdk import DAG, chain, get_current_context, task
     from airflow.sdk.exceptions import AirflowSkipException
 
     from pipeline_lib.config import load_config
-    from pipeline_ops.alerts import NOT_BLESSED, task_notifiers
+    from pipeline_ops.alerts import PUSH_REFUSED, task_notifiers
+    from pipeline_ops.operators import SKIP_REASON
     from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
 
     alerts = load_config(config_path).alerts
@@ -55,12 +56,15 @@ def gate_dag(config_path, findings):
         def validate():
             return {"anomalies": findings, "statistics": {"train": STATS}}
 
+        evaluate_reasons = ["auc = 0.51 fails lower bound 0.6", "binary_accuracy = 0.7 passes"]
+
         @task(task_id="evaluate")
         def evaluate():
-            return {"blessed": False, "reasons": ["auc = 0.51 fails lower bound 0.6", "binary_accuracy = 0.7 passes"]}
+            return {"blessed": False, "reasons": evaluate_reasons}
 
-        @task(task_id="push", on_skipped_callback=task_notifiers(alerts, "skipped: no model pushed", NOT_BLESSED))
-        def push():
+        @task(task_id="push", on_skipped_callback=task_notifiers(alerts, "skipped: no model pushed", PUSH_REFUSED))
+        def push():  # as PushOperator refuses an unblessed model
+            get_current_context()["ti"].xcom_push(key=SKIP_REASON, value="not blessed: " + "; ".join(evaluate_reasons))
             raise AirflowSkipException("model not pushed, serving stays at version 3")
 
         chain(validate(), FileAnomaliesOperator(config_path=str(config_path)),
@@ -157,3 +161,29 @@ def test_a_push_is_announced_only_where_on_push_asks(isolated, alert_connections
     (mail,) = alert_connections["email"]
     assert "task push succeeded" in mail["Subject"] and mail["To"] == "ml-team@example.com"
     assert "blessed: serving version 4" in mail.get_payload()[0].get_payload(decode=True).decode()
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_an_alert_that_could_not_be_sent_goes_out_with_the_next_run(isolated, alert_connections, monkeypatch):
+    import json
+    import os
+    import socket
+
+    config_path = write_pipeline(isolated / "pipelines", {
+        "alerts": ALERTS, "validation": {"wait_timeout_seconds": 1, "poke_interval_seconds": 1}})
+    working = os.environ["AIRFLOW_CONN_SMTP_ALERTS"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps({**json.loads(working), "port": closed_port}))
+    assert run(config_path, FINDINGS[:1], 0)["file_anomalies"] == "failed"
+    (record,) = Tracker().list()
+    assert record["alert_pending"] is True
+
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", working)
+    alert_connections["slack"].clear()
+    run(config_path, FINDINGS[:1], 1)
+    (message,) = [m for m in alert_connections["email"] if "anomaly #" in m["Subject"]]
+    assert f"open blocking anomaly #{record['id']}: payment_type" in message["Subject"]
+    assert len([b for _, b in alert_connections["slack"] if "anomaly #" in b["text"]]) == 1
+    assert Tracker().get(record["id"])["alert_pending"] is False

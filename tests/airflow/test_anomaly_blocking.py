@@ -52,7 +52,8 @@ def test_a_blocking_anomaly_holds_the_run_until_accepted(isolated, alert_connect
     states = run_dag(config_path, DAY1)
     assert states == {"ingest": "success", "validate": "success", "file_anomalies": "success",
                       "wait_for_anomalies": "failed", "transform": "upstream_failed", "train": "upstream_failed",
-                      "evaluate": "upstream_failed", "push": "upstream_failed"}
+                      "evaluate": "upstream_failed", "infra_validate": "upstream_failed",
+                      "push": "upstream_failed"}
     assert serving.versions(model_dir) == [], "nothing pushed from a blocked run"
     (record,) = Tracker().list(pipeline="taxi_tips")
     assert (record["feature"], record["kind"]) == ("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES")

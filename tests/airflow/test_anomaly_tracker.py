@@ -39,7 +39,31 @@ def test_migrations_create_the_tables_in_a_sqlite_file(db_url, tmp_path):
     with sqlite3.connect(tmp_path / "anomalies.db") as con:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"anomaly", "anomaly_occurrence", "alembic_version"} <= tables
-        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+
+
+def test_an_existing_database_is_upgraded_with_its_records(db_url):
+    from sqlalchemy import text
+
+    old = Tracker(db_url, revision="0001")
+    with old.engine.begin() as con:
+        con.execute(text("INSERT INTO anomaly (pipeline, feature, kind, description, severity, examples, status, "
+                         "first_span, last_span, occurrences, created_at, updated_at) VALUES ('taxi', 'fare', "
+                         "'UNEXPECTED_DATA_TYPE', 'strings', 'blocking', '[]', 'open', '2016-12-31', '2016-12-31', 1, "
+                         "'2016-12-31 10:00:00', '2016-12-31 10:00:00')"))
+    (record,) = Tracker(db_url).list()
+    assert (record["feature"], record["status"], record["alert_pending"]) == ("fare", "open", False)
+
+
+def test_an_alert_stays_pending_until_delivered(db_url):
+    tracker = Tracker(db_url)
+    (record,) = tracker.file("taxi", DAY, "run1", [NEW_VALUE])
+    assert record["alert_pending"] is True
+    assert tracker.file("taxi", DAY, "run1", [NEW_VALUE])[0]["alert_pending"] is True, "a failed alert is retried"
+    tracker.alerted(record["id"])
+    assert tracker.file("taxi", DAY + dt.timedelta(1), "run2", [NEW_VALUE])[0]["alert_pending"] is False
+    tracker.resolve(record["id"], "alice")
+    assert tracker.file("taxi", DAY + dt.timedelta(2), "run3", [NEW_VALUE])[0]["alert_pending"] is True
 
 
 def test_a_recurrence_counts_links_the_run_and_reopens_a_resolved_one(db_url):

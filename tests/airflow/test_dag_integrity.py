@@ -12,7 +12,7 @@ from conftest import REPO
 from pipeline_lib.artifacts import STEPS
 
 # the anomaly gate sits between validate and transform
-TASKS = [*STEPS[:2], "file_anomalies", "wait_for_anomalies", *STEPS[2:]]
+TASKS = ["wait_for_data", *STEPS[:2], "file_anomalies", "wait_for_anomalies", *STEPS[2:]]
 
 PARSE = """
 import json, sys

@@ -72,9 +72,9 @@ def test_taxi_pipeline_pushes_a_blessed_model_then_refuses_a_worse_one(isolated)
     day2 = DAY1 + dt.timedelta(days=1)
     run2, states = run_dag(config_path, day2)
     assert run2.state == "success"
-    assert states == {"ingest": "success", "validate": "success", "file_anomalies": "success",
-                      "wait_for_anomalies": "success", "transform": "success", "train": "success",
-                      "evaluate": "success", "infra_validate": "success", "push": "skipped"}
+    assert states == {"wait_for_data": "success", "ingest": "success", "validate": "success",
+                      "file_anomalies": "success", "wait_for_anomalies": "success", "transform": "success",
+                      "train": "success", "evaluate": "success", "infra_validate": "success", "push": "skipped"}
     verdict = step_result("taxi_tips", day2, "evaluate")
     assert verdict["blessed"] is False and verdict["baseline_version"] == 1
     assert any(r.startswith("auc = ") and r.endswith("fails lower bound 0.999") for r in verdict["reasons"]), verdict["reasons"]
@@ -90,9 +90,9 @@ def test_a_failing_step_fails_its_task_with_the_steps_own_message(isolated):
 
     from pipeline_ops.operators import IngestOperator
 
-    config_path = write_pipeline(isolated / "pipelines")
+    config_path = write_pipeline(isolated / "pipelines", {"source": {"table": "no_such_table"}})
     with DAG("taxi_tips", schedule=None):
         task = IngestOperator(config_path=str(config_path))
-    with pytest.raises(AirflowException, match=r"ingest failed: EmptySpan: no rows in taxi_trips for window"):
-        task.execute({"logical_date": dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc), "run_id": "manual"})
-    assert not artifacts.step_dir("taxi_tips", dt.date(2030, 1, 1), "ingest").exists()
+    with pytest.raises(AirflowException, match=r"ingest failed: CatalogException: .*no_such_table does not exist"):
+        task.execute({"logical_date": dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc), "run_id": "manual", "params": {}})
+    assert not artifacts.step_dir("taxi_tips", dt.date(2017, 1, 1), "ingest").exists()

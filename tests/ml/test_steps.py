@@ -55,21 +55,21 @@ def test_ingest_reads_the_window_and_splits_deterministically(chain, config, tmp
         assert rows(tmp_path / "again") == rows(examples), f"{split}: the same rows in the same split"
 
 
-def test_ingest_of_an_empty_window_fails_clearly_and_keeps_earlier_output(chain, config):
-    output = Path(chain["ingest"]["examples"])
-    before = (output / artifacts.RESULT_FILENAME).read_text()
-    with pytest.raises(ingest.EmptySpan, match=r"no rows in taxi_trips for window \[2029-10-03, 2030-01-01\)"):
-        ingest.run(config, output, dt.date(2030, 1, 1))
-    assert (output / artifacts.RESULT_FILENAME).read_text() == before
+def test_ingest_of_an_empty_window_writes_an_empty_span_for_validate_to_file(config, tmp_path):
+    result = ingest.run(config, tmp_path / "empty", dt.date(2030, 1, 1))
+    assert result["rows"] == {"train": 0, "eval": 0}
+    assert result["window"]["start"].startswith("2029-10-03") and result["window"]["end"].startswith("2030-01-01")
+    assert all((tmp_path / "empty" / split / "data.tfrecord").stat().st_size == 0 for split in ingest.SPLITS)
 
 
-def test_step_cli_reports_the_error_as_json(config, tmp_path):
+def test_step_cli_reports_the_error_as_json(make_config, tmp_path):
+    config = make_config({"source": {"table": "no_such_table"}}, name="taxi_no_table")
     result_file = tmp_path / "result.json"
     proc = subprocess.run([sys.executable, "-m", "pipeline_lib.cli", "ingest", "--config", str(config.config_dir / "pipeline.yaml"),
-                           "--output-dir", str(tmp_path / "out"), "--span-date", "2030-01-01",
+                           "--output-dir", str(tmp_path / "out"), "--span-date", "2017-01-01",
                            "--result-file", str(result_file)], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert json.loads(result_file.read_text())["error"].startswith("EmptySpan: no rows in taxi_trips")
+    assert "no_such_table does not exist" in json.loads(result_file.read_text())["error"]
     assert not (tmp_path / "out").exists()
 
 

@@ -1,0 +1,125 @@
+"""BigQuery ingest (source.kind: bigquery) through the production code path: the google provider's
+BigQueryHook, a query with bound parameters and a partition filter, the Storage Read API's Arrow
+batches, then the ML environment's ingest step. BigQuery is not reachable here, so the hook hands
+out a fake client at the client boundary that runs the very SQL it receives (BigQuery dialect mapped
+to DuckDB's) on the taxi sample."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import duckdb
+import pytest
+from pipeline_fixtures import write_pipeline
+
+from pipeline_lib import artifacts, settings
+from pipeline_lib.bigquery import window_query
+from pipeline_lib.config import load_config
+
+SPAN = dt.datetime(2016, 12, 1, tzinfo=dt.timezone.utc)
+BIGQUERY = {"name": "taxi_bq", "source": {"kind": "bigquery", "table": "acme-prod.taxi.trips",
+                                          "timestamp_unit": "epoch_seconds", "partition_column": "trip_day",
+                                          "gcp_conn_id": "bq_prod", "location": "EU"}}
+
+
+class FakeRows:
+    """RowIterator's side: Arrow batches, served only to a Storage Read API client."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def to_arrow_iterable(self, bqstorage_client):
+        from google.cloud.bigquery_storage import BigQueryReadClient
+
+        assert isinstance(bqstorage_client, BigQueryReadClient)
+        return iter(self.table.to_batches(max_chunksize=100))
+
+    def to_arrow(self, bqstorage_client):
+        return self.table
+
+
+class FakeClient:
+    """google.cloud.bigquery.Client at its boundary: `query` runs the SQL with its bound
+    parameters on a DuckDB copy of the sample, partitioned by day as `trip_day`."""
+
+    def __init__(self, warehouse: Path):
+        self.warehouse, self.queries = warehouse, []
+
+    def query(self, sql, job_config):
+        self.queries.append((sql, job_config))
+        params = {p.name: p.value for p in job_config.query_parameters}
+        duck_sql = re.sub(r"@(\w+)", r"$\1", sql.replace("`acme-prod.taxi.trips`", "trips").replace("`", '"'))
+        with duckdb.connect(str(self.warehouse)) as con:
+            con.execute("CREATE OR REPLACE TEMP VIEW trips AS SELECT *, "
+                        "CAST(to_timestamp(trip_start_timestamp) AS DATE) AS trip_day FROM taxi_trips")
+            table = con.execute(duck_sql, params).to_arrow_table()
+        return type("Job", (), {"result": lambda _: FakeRows(table)})()
+
+
+@pytest.fixture
+def fake_bigquery(monkeypatch, isolated):
+    """The provider's BigQueryHook, its client replaced by FakeClient; records the hook's arguments."""
+    from airflow.providers.google.cloud.hooks import bigquery as provider
+    from google.auth.credentials import AnonymousCredentials
+
+    client, made = FakeClient(settings.warehouse_path()), []
+    monkeypatch.setenv("AIRFLOW_CONN_BQ_PROD", '{"conn_type": "google_cloud_platform", "extra": {"project": "acme-prod"}}')
+
+    class Hook(provider.BigQueryHook):
+        def get_client(self, project_id=None, location=None):
+            made.append({"conn": self.gcp_conn_id, "project": project_id, "location": location})
+            return client
+
+        def get_credentials(self):
+            return AnonymousCredentials()
+
+    monkeypatch.setattr(provider, "BigQueryHook", Hook)
+    return client, made
+
+
+def test_the_query_binds_the_window_and_filters_partitions(tmp_path):
+    config = load_config(write_pipeline(tmp_path, BIGQUERY))
+    sql, params = window_query(config, SPAN - dt.timedelta(days=30), SPAN)
+    assert sql.startswith("SELECT `trip_miles`, `fare`")
+    assert sql.endswith("FROM `acme-prod.taxi.trips` WHERE `trip_start_timestamp` >= @window_start AND "
+                        "`trip_start_timestamp` < @window_end AND trip_day BETWEEN @first_partition AND "
+                        "@last_partition ORDER BY `trip_start_timestamp`")
+    assert not re.search(r"\d{4}|14[0-9]{8}", sql), "values are bound, never formatted into the SQL"
+    assert [(p.name, p.type_, p.value) for p in params] == [
+        ("window_start", "INT64", int(dt.datetime(2016, 11, 1, tzinfo=dt.timezone.utc).timestamp())),
+        ("window_end", "INT64", int(SPAN.timestamp())),
+        ("first_partition", "DATE", dt.date(2016, 11, 1)), ("last_partition", "DATE", dt.date(2016, 11, 30))]
+
+
+def test_a_bigquery_table_must_be_fully_qualified(tmp_path):
+    from pipeline_lib.config import ConfigError
+
+    with pytest.raises(ConfigError, match="a bigquery table is written project.dataset.table"):
+        load_config(write_pipeline(tmp_path, {"source": {"kind": "bigquery", "table": "trips"}}))
+
+
+def test_bigquery_ingest_writes_the_same_examples_as_duckdb(isolated, fake_bigquery):
+    from airflow.sdk import DAG
+
+    from pipeline_ops.operators import IngestOperator
+
+    client, made = fake_bigquery
+    context = {"logical_date": SPAN, "params": {"window_days": 30}}
+    results = {}
+    for name, overrides in {"taxi_bq": BIGQUERY, "taxi_tips": {}}.items():
+        with DAG(name, schedule=None):
+            task = IngestOperator(config_path=str(write_pipeline(isolated / "pipelines", overrides)))
+        results[name] = task.execute(context)
+
+    assert made == [{"conn": "bq_prod", "project": "acme-prod", "location": "EU"}]
+    (_, job_config), = client.queries
+    assert job_config.use_legacy_sql is False
+    bq, local = results["taxi_bq"], results["taxi_tips"]
+    assert bq["rows"] == local["rows"] and sum(bq["rows"].values()) > 50
+    assert bq["window"] == local["window"] == {"start": "2016-11-01T00:00:00+00:00", "end": "2016-12-01T00:00:00+00:00"}
+    for split in ("train", "eval"):
+        sizes = [(Path(r["examples"]) / split / "data.tfrecord").stat().st_size for r in (bq, local)]
+        assert sizes[0] == sizes[1], split
+    assert (artifacts.run_dir("taxi_bq", SPAN.date()) / "source" / "rows.arrow").is_file()

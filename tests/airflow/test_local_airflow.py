@@ -1,0 +1,173 @@
+"""`make airflow` for real: the four components on a free port of 127.0.0.1 with a private
+AIRFLOW_HOME; taxi_tips triggered over the REST API (JWT login, validated params), then a 7-day
+backfill (`airflow backfill create`) run by the scheduler: one run and one blessing per date, model
+versions increasing with the date. Stopped at the end, nothing left running."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from pipeline_fixtures import warehouse_copy, write_pipeline
+
+from pipeline_lib import artifacts, serving
+
+FIRST = dt.date(2016, 12, 1)
+DATES = [FIRST + dt.timedelta(days=i) for i in range(7)]
+# small windows and short training: each run takes ~1-2 minutes here, almost all of it imports
+SMALL = {"start_date": FIRST.isoformat(), "end_date": DATES[-1].isoformat(),
+         "source": {"window_days": 90}, "training": {"steps": 50},
+         "evaluation": {"thresholds": {"AUC": {"lower_bound": 0.5}, "BinaryAccuracy": {"lower_bound": 0.5}}}}
+RUN_TIMEOUT_S = 600
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_of(home: Path) -> list[str]:
+    """Command lines of the processes started with this AIRFLOW_HOME."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if f"AIRFLOW_HOME={home}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            pass
+    return found
+
+
+class Api:
+    """The REST API with a JWT from /auth/token (Airflow 3's SimpleAuthManager)."""
+
+    def __init__(self, url: str, home: Path):
+        self.url = url
+        password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        self.token = self.call("POST", "/auth/token", {"username": "admin", "password": password},
+                               auth=False)["access_token"]
+
+    def call(self, method: str, path: str, body: dict | None = None, auth: bool = True):
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.url + path, method=method, headers=headers,
+                                         data=json.dumps(body).encode() if body is not None else None)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def runs(self) -> list[dict]:
+        return self.call("GET", "/api/v2/dags/taxi_tips/dagRuns?limit=100")["dag_runs"]
+
+    def wait(self, done, what: str, timeout: float = RUN_TIMEOUT_S):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if result := done():
+                    return result
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(3)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory):
+    root = tmp_path_factory.mktemp("airflow-local")
+    home, port = root / "home", free_port()
+    write_pipeline(root / "pipelines", SMALL)
+    env = {**os.environ, "PIPELINES_DIR": str(root / "pipelines"),
+           "PIPELINE_ARTIFACT_ROOT": str(root / "artifacts"), "PIPELINE_SERVING_ROOT": str(root / "serving"),
+           "PIPELINE_WAREHOUSE": str(warehouse_copy(root))}
+    log = open(root / "make-airflow.log", "w")
+    proc = subprocess.Popen(["make", "--no-print-directory", "airflow", f"AIRFLOW_HOME={home}",
+                             f"AIRFLOW_PORT={port}"], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while "Ctrl-C stops it" not in (root / "make-airflow.log").read_text():
+            assert proc.poll() is None, (root / "make-airflow.log").read_text()
+            assert time.monotonic() < deadline, "Airflow did not start in 180 s"
+            time.sleep(1)
+        api = Api(url, home)
+        api.wait(lambda: api.call("GET", "/api/v2/dags/taxi_tips"), "taxi_tips to be parsed", 120)
+        yield api, root, {**env, "AIRFLOW_HOME": str(home)}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+        log.close()
+        assert processes_of(home) == [], "left running"
+    with pytest.raises(urllib.error.URLError):  # nothing answers on the port any more
+        urllib.request.urlopen(url + "/api/v2/monitor/health", timeout=5)
+
+
+def task_states(api: Api, run_id: str) -> dict[str, str]:
+    tis = api.call("GET", f"/api/v2/dags/taxi_tips/dagRuns/{run_id}/taskInstances")["task_instances"]
+    return {t["task_id"]: t["state"] for t in tis}
+
+
+def finished(api: Api, run_id: str):
+    run = api.call("GET", f"/api/v2/dags/taxi_tips/dagRuns/{run_id}")
+    return run if run["state"] in ("success", "failed") else None
+
+
+def test_rest_trigger_with_params_runs_taxi_tips_to_success(airflow):
+    api, root, _ = airflow
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        api.call("POST", "/api/v2/dags/taxi_tips/dagRuns", {"logical_date": f"{FIRST}T00:00:00Z",
+                                                            "conf": {"window_days": 0}})
+    assert refused.value.code == 400
+    assert "0 is less than the minimum of 1" in refused.value.read().decode()
+
+    api.call("PATCH", "/api/v2/dags/taxi_tips", {"is_paused": False})
+    run = api.call("POST", "/api/v2/dags/taxi_tips/dagRuns",
+                   {"logical_date": f"{FIRST}T00:00:00Z", "conf": {"window_days": 60}})
+    done = api.wait(lambda: finished(api, run["dag_run_id"]), "the triggered run")
+    assert done["state"] == "success", task_states(api, run["dag_run_id"])
+    assert set(task_states(api, run["dag_run_id"]).values()) <= {"success", "skipped"}
+    ingest = json.loads((root / "artifacts" / "taxi_tips" / "runs" / str(FIRST) / "ingest" / "result.json").read_text())
+    assert ingest["window"]["start"] == f"{FIRST - dt.timedelta(days=60)}T00:00:00+00:00"
+
+
+def test_a_seven_day_backfill_runs_each_date_once_with_increasing_versions(airflow):
+    api, root, env = airflow
+    subprocess.run([str(REPO / ".venv-airflow" / "bin" / "airflow"), "backfill", "create", "--dag-id", "taxi_tips",
+                    "--from-date", str(DATES[0]), "--to-date", str(DATES[-1]), "--max-active-runs", "1",
+                    # each day a forced retrain: every candidate that meets the value thresholds is pushed
+                    "--dag-run-conf", json.dumps({"skip_change_threshold": True})],
+                   env=env, cwd=REPO, check=True, capture_output=True, text=True)
+
+    def all_done():
+        runs = {r["logical_date"][:10]: r for r in api.runs()}
+        return runs if len(runs) == len(DATES) and all(r["state"] in ("success", "failed") for r in runs.values()) else None
+
+    runs = api.wait(all_done, "the backfill", RUN_TIMEOUT_S * len(DATES))
+    assert sorted(runs) == [str(d) for d in DATES]
+    failed = {d: task_states(api, r["dag_run_id"]) for d, r in runs.items() if r["state"] != "success"}
+    assert not failed, failed
+    assert [r["run_type"] for d, r in sorted(runs.items())][1:] == ["backfill"] * (len(DATES) - 1)
+
+    os.environ["PIPELINE_ARTIFACT_ROOT"] = env["PIPELINE_ARTIFACT_ROOT"]  # for artifacts.step_dir
+    try:
+        blessings = {d: sorted(artifacts.step_dir("taxi_tips", d, "evaluate").glob("blessing*.json")) for d in DATES}
+        pushes = {d: artifacts.read_result(artifacts.step_dir("taxi_tips", d, "push")) if
+                  (artifacts.step_dir("taxi_tips", d, "push") / "result.json").exists() else None for d in DATES}
+    finally:
+        del os.environ["PIPELINE_ARTIFACT_ROOT"]
+    assert all(len(files) == 1 for files in blessings.values()), blessings
+    # the triggered run (DATES[0]) pushed version 1; each backfilled date pushes the next, in date order
+    assert [(d, p["pushed"], p["version"]) for d, p in sorted(pushes.items())] == [
+        (d, True, i + 1) for i, d in enumerate(DATES)], pushes
+    assert serving.versions(root / "serving" / "taxi_tips") == list(range(1, len(DATES) + 1))
