@@ -232,6 +232,7 @@ class Alerts(_Strict):
     slack_conn_id: str | None = Field(default=None, description="a slackwebhook connection")
     email_to: list[str] = []
     smtp_conn_id: str = "smtp_default"
+    on_push: bool = Field(default=False, description="also announce each successful push (the serving version)")
 
 
 Severity = Literal["blocking", "warning"]

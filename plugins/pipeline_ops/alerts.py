@@ -66,6 +66,8 @@ def send(alerts, subject: str, text: str, html_content: str) -> list[str]:
 # infra validation, span already pushed) in an XCom
 EXCEPTION = "{{ exception or '' }}"
 PUSH_REFUSED = f"{{{{ ti.xcom_pull(task_ids='push', key='{SKIP_REASON}') }}}}"
+PUSHED = ("{{ (ti.xcom_pull(task_ids='push') or {}).get('reason') }}: serving version "
+          "{{ (ti.xcom_pull(task_ids='push') or {}).get('version') }}")
 
 
 def task_notifiers(alerts, event: str, reason: str = EXCEPTION) -> list:

@@ -1,6 +1,6 @@
 """Every pipeline config becomes a DAG: wait_for_data >> ingest >> validate >> file_anomalies >>
 wait_for_anomalies >> transform >> train >> evaluate >> infra_validate >> push. Failed tasks and a
-skipped push alert (config `alerts`)."""
+skipped push alert (config `alerts`), a successful push too where `alerts.on_push` asks for it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from airflow.sdk import DAG, Param, chain
 
 from pipeline_lib import run_params
 from pipeline_lib.config import discover, load_config
-from pipeline_ops.alerts import PUSH_REFUSED, task_notifiers
+from pipeline_ops.alerts import PUSHED, PUSH_REFUSED, task_notifiers
 from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
 from pipeline_ops.assets import examples_asset
 from pipeline_ops.operators import OPERATORS, IngestOperator
@@ -40,6 +40,8 @@ def build_dag(config_path: Path) -> DAG:
                                                if operator is IngestOperator else {}))
                  for operator in OPERATORS]
         tasks[-1].on_skipped_callback = task_notifiers(config.alerts, "skipped: no model pushed", PUSH_REFUSED)
+        if config.alerts.on_push:
+            tasks[-1].on_success_callback = task_notifiers(config.alerts, "succeeded", PUSHED)
         gate = [FileAnomaliesOperator(config_path=path), AnomaliesResolvedSensor(config_path=path)]
         after_validate = [t.task_id for t in tasks].index("validate") + 1
         chain(new_data_sensor(config, path), *tasks[:after_validate], *gate, *tasks[after_validate:])

@@ -138,6 +138,32 @@ def test_filed_once_alerted_once_blocking_until_resolved_or_accepted(isolated, a
 
 
 @pytest.mark.usefixtures("airflow_db")
+def test_a_push_is_announced_only_where_on_push_asks(isolated, alert_connections):
+    """The factory's push task carries the success notifiers only with `alerts.on_push`; they
+    announce the push's reason and serving version (a stand-in push task, the factory's callbacks)."""
+    from airflow.sdk import DAG, task
+
+    from pipeline_ops.dag_factory import build_dag
+
+    quiet = build_dag(write_pipeline(isolated / "quiet", {"alerts": ALERTS})).get_task("push")
+    assert not quiet.on_success_callback
+    factory_push = build_dag(write_pipeline(isolated / "pipelines", {"alerts": {**ALERTS, "on_push": True}})).get_task("push")
+
+    with DAG("taxi_tips", schedule=None) as dag:
+        @task(task_id="push", on_success_callback=factory_push.on_success_callback)
+        def push():
+            return {"pushed": True, "version": 4, "reason": "blessed"}
+
+        push()
+    assert dag.test(logical_date=DAY1).get_task_instance("push").state == "success"
+    (text,) = [body["text"] for _, body in alert_connections["slack"]]
+    assert "task push succeeded" in text and "blessed: serving version 4" in text
+    (mail,) = alert_connections["email"]
+    assert "task push succeeded" in mail["Subject"] and mail["To"] == "ml-team@example.com"
+    assert "blessed: serving version 4" in mail.get_payload()[0].get_payload(decode=True).decode()
+
+
+@pytest.mark.usefixtures("airflow_db")
 def test_an_alert_that_could_not_be_sent_goes_out_with_the_next_run(isolated, alert_connections, monkeypatch):
     import json
     import os
