@@ -19,7 +19,6 @@ import fcntl
 import json
 import shutil
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 # the exported model's signatures: raw serialized tf.Examples in; the second feeds TFMA the
@@ -56,13 +55,13 @@ def _locked(model_dir: Path):
         yield
 
 
-def _add_version(model_dir: Path, source: Path, make_record: Callable[[int], dict]) -> tuple[int, Path]:
+def _add_version(model_dir: Path, source: Path, provenance: dict) -> tuple[int, Path]:
     """Copy `source` in as the next version with its record; the caller holds the lock."""
     version = (latest_version(model_dir) or 0) + 1
     tmp = model_dir / f"{_INCOMING}{uuid.uuid4().hex[:8]}"
     shutil.copytree(source, tmp)
     (tmp / RECORD).parent.mkdir(exist_ok=True)
-    (tmp / RECORD).write_text(json.dumps({**make_record(version), "version": version,
+    (tmp / RECORD).write_text(json.dumps({**provenance, "version": version,
                                           "published_at": dt.datetime.now(dt.timezone.utc).isoformat()},
                                          indent=2, sort_keys=True))
     final = model_dir / str(version)
@@ -77,7 +76,7 @@ def publish(model: Path, model_dir: Path, provenance: dict, key: str = "span") -
         for version in reversed(versions(model_dir)):
             if record(model_dir, version).get(key) == provenance[key]:
                 return version, model_dir / str(version), False
-        version, path = _add_version(model_dir, model, lambda v: provenance)
+        version, path = _add_version(model_dir, model, provenance)
     return version, path, True
 
 
@@ -91,7 +90,7 @@ def rollback(model_dir: Path, to: int | None = None) -> tuple[int, Path]:
         target = found[-2] if to is None else to
         if target not in found or target == found[-1]:
             raise ValueError(f"{model_dir}: cannot roll back to {target} (versions: {found}, serving {found[-1]})")
-        return _add_version(model_dir, model_dir / str(target), lambda v: {
+        return _add_version(model_dir, model_dir / str(target), {
             **record(model_dir, target), "rollback": {"restores": target, "replaces": found[-1]}})
 
 

@@ -17,6 +17,10 @@ from pipeline_lib.serving import SERVING_SIGNATURE
 INFRA_BLESSING = "infra_blessing.json"
 
 
+class WrongResponse(Exception):
+    """The model answered, but not with what a client expects."""
+
+
 def requests(config, examples: Path, count: int) -> list[bytes]:
     """Serialized eval examples as a client sends them: without the label's raw columns."""
     files = sorted(str(p) for p in (examples / "eval").glob("*.tfrecord"))
@@ -42,13 +46,13 @@ def _problem(outputs, batch: int, shape: list[int]) -> str | None:
 
 
 def _timed(serve, batch: list[bytes], shape: list[int]) -> float:
-    """One request's latency in ms; raises ValueError when the response is wrong."""
+    """One request's latency in ms; raises WrongResponse when the response is wrong."""
     start = time.perf_counter()
     outputs = serve(examples=tf.constant(batch))
     elapsed = (time.perf_counter() - start) * 1000
     problem = _problem(outputs, len(batch), shape)
     if problem:
-        raise ValueError(problem)
+        raise WrongResponse(problem)
     return elapsed
 
 
@@ -75,7 +79,7 @@ def check(config, model: str, examples: Path) -> dict:
         serve(examples=tf.constant(pool[:1]))  # warm-up, as TF Serving's warm-up requests do
         single = [_timed(serve, [pool[i % len(pool)]], spec.output_shape) for i in range(spec.requests)]
         batched = [_timed(serve, batch, spec.output_shape) for _ in range(spec.batch_requests)]
-    except ValueError as e:
+    except WrongResponse as e:
         verdict["reasons"].append(str(e))
         return verdict
     except Exception as e:  # the model raised while answering
