@@ -1,10 +1,12 @@
-"""Benchmark the taxi_tips pipeline: each step's wall time, rows/s and peak RSS (run through the
-same launcher as the operators), then the whole DAG through `airflow dags test`, and the
-orchestration overhead (DAG wall time minus the steps' own wall time).
+"""Benchmark the taxi_tips pipeline: one `airflow dags test` run of the DAG per size, with each
+step's wall time, rows/s and peak RSS (from the launcher, in the step's XCom), the DAG's wall time
+and the orchestration overhead (DAG wall time minus the steps' own wall time), plus the floors
+and the serving latency.
 
-    .venv-airflow/bin/python bench/pipeline_bench.py --rows 15002 150000 --json .data/bench.json
+    .venv-airflow/bin/python bench/pipeline_bench.py --rows 15002 150000 1500000 --json .data/bench.json
 
-Sizes above the sample's 15,002 rows are drawn from it by a seeded resampler: whole rows with
+Train runs one epoch over the train split (`--train-steps` sets a fixed number instead). Sizes
+above the sample's 15,002 rows are drawn from it by a seeded resampler: whole rows with
 replacement, chosen by a hash of the row number and the seed (so each column's distribution is
 kept and the draw repeats), each copy's timestamp moved by under an hour so copies stay distinct.
 """
@@ -14,7 +16,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,8 +36,8 @@ from pipeline_fixtures import write_pipeline  # noqa: E402
 
 from pipeline_lib import artifacts, settings  # noqa: E402
 from pipeline_lib.config import load_config  # noqa: E402
-from pipeline_lib.launchers import LocalLauncher  # noqa: E402
 
+AIRFLOW = REPO / ".venv-airflow" / "bin" / "airflow"
 SPAN = dt.date(2017, 1, 1)
 SAMPLE_ROWS = 15_002
 
@@ -54,28 +58,19 @@ def resample(source: Path, target: Path, rows: int, seed: int = 42) -> None:
             FROM draws JOIN numbered USING (n)""")
 
 
-def run_step(step: str, args: dict) -> tuple[dict, float, float]:
-    """Run one step as the operators do; return (result, wall seconds, peak RSS in MiB)."""
-    launcher = LocalLauncher()
-    result = launcher.run(step, args, log=lambda line: None)
-    return result, launcher.last_seconds, launcher.last_peak_rss_mib
-
-
-def bench_steps(config_path: Path, name: str) -> dict:
-    out, figures = {}, {}
+def step_figures(results: dict, batch_size: int) -> dict:
+    """Each step's wall time and peak RSS as its launcher measured them, rows/s where rows flow."""
+    rows = results["ingest"]["rows"]
+    flowing = {"ingest": sum(rows.values()), "validate": sum(rows.values()), "transform": sum(rows.values()),
+               "evaluate": rows["eval"]}
+    figures = {}
     for step in artifacts.STEPS:
-        args = {"config": str(config_path), "output_dir": str(artifacts.step_dir(name, SPAN, step)),
-                **artifacts.inputs_from(step, out), **artifacts.run_args(step, SPAN, "bench")}
-        out[step], wall, rss = run_step(step, args)
-        figures[step] = {"seconds": round(wall, 2), "peak_rss_mib": round(rss)}
-    rows = sum(out["ingest"]["rows"].values())
-    for step in ("ingest", "validate", "transform"):
-        figures[step]["rows_per_s"] = round(rows / figures[step]["seconds"])
-    figures["evaluate"]["rows_per_s"] = round(out["ingest"]["rows"]["eval"] / figures["evaluate"]["seconds"])
-    floors = {"arrow_pass": round(arrow_floor(load_config(config_path), SPAN), 2),
-              "keras_evaluate": out["train"]["seconds"]["evaluate"]}
-    return {"rows": rows, "steps": figures, "floors_seconds": floors,
-            "train_seconds": out["train"]["seconds"], "serving_latency_ms": out["infra_validate"]["latency_ms"]}
+        figures[step] = dict(results[step]["launch"])
+        if step in flowing:
+            figures[step]["rows_per_s"] = round(flowing[step] / figures[step]["seconds"])
+    fit = results["train"]["seconds"]["fit"]
+    figures["train"]["fit_rows_per_s"] = round(results["train"]["steps"] * batch_size / fit)
+    return figures
 
 
 def arrow_floor(config, span: dt.date) -> float:
@@ -98,31 +93,44 @@ def arrow_floor(config, span: dt.date) -> float:
     return time.perf_counter() - start
 
 
-def bench_dag(pipelines_dir: Path) -> float:
-    env = {**os.environ, "PIPELINES_DIR": str(pipelines_dir), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins")}
+def run_dag(env: dict) -> tuple[float, dict]:
+    """`airflow dags test` of taxi_tips; its wall time and each step's result from XCom."""
     start = time.perf_counter()
-    proc = subprocess.run([str(REPO / ".venv-airflow" / "bin" / "airflow"), "dags", "test", "taxi_tips",
-                           SPAN.isoformat()], env=env, capture_output=True, text=True)
+    proc = subprocess.run([str(AIRFLOW), "dags", "test", "taxi_tips", SPAN.isoformat()], env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"the DAG run failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return time.perf_counter() - start
+    with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
+        rows = db.execute("SELECT task_id, value FROM xcom WHERE dag_id = 'taxi_tips' AND key = 'return_value'")
+        results = {task: json.loads(value) for task, value in rows}
+    results = {task: json.loads(value) if isinstance(value, str) else value for task, value in results.items()}
+    return seconds, results
 
 
-def bench_size(rows: int, work: Path, steps: int) -> dict:
+def bench_size(rows: int, work: Path, train_steps: int | None) -> dict:
     work.mkdir(parents=True)
     warehouse = work / "warehouse.duckdb"
     resample(settings.REPO_ROOT / ".data" / "warehouse.duckdb", warehouse, rows)
-    os.environ.update({"PIPELINE_WAREHOUSE": str(warehouse), "PIPELINE_ARTIFACT_ROOT": str(work / "artifacts"),
-                       "PIPELINE_SERVING_ROOT": str(work / "serving"), "AIRFLOW_HOME": str(work / "airflow")})
-    config = write_pipeline(work / "pipelines", {"training": {"steps": steps}})
-    report = bench_steps(config, yaml.safe_load(config.read_text())["name"])
-    subprocess.run([str(REPO / ".venv-airflow" / "bin" / "airflow"), "db", "migrate"], check=True, capture_output=True)
-    os.environ["PIPELINE_SERVING_ROOT"] = str(work / "serving-dag")  # the DAG's first model, like the steps'
-    report["dag_seconds"] = round(bench_dag(work / "pipelines"), 2)
-    step_total = sum(s["seconds"] for s in report["steps"].values())
-    report["orchestration_overhead_seconds"] = round(report["dag_seconds"] - step_total, 2)
-    return report
+    env = {**os.environ, "PIPELINE_WAREHOUSE": str(warehouse), "PIPELINE_ARTIFACT_ROOT": str(work / "artifacts"),
+           "PIPELINE_SERVING_ROOT": str(work / "serving"), "AIRFLOW_HOME": str(work / "airflow"),
+           "PIPELINES_DIR": str(work / "pipelines"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins")}
+    base = yaml.safe_load((REPO / "pipelines" / "taxi_tips" / "pipeline.yaml").read_text())
+    one_epoch = math.ceil(rows * (100 - base["split"]["eval_percent"]) / 100 / base["training"]["batch_size"])
+    config = write_pipeline(work / "pipelines", {"training": {"steps": train_steps or one_epoch,
+                                                              "epochs": 1 if train_steps is None else base["training"].get("epochs", 4)}})
+    subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True)
+    dag_seconds, results = run_dag(env)
+    figures = step_figures(results, base["training"]["batch_size"])
+    os.environ["PIPELINE_WAREHOUSE"] = str(warehouse)  # arrow_floor reads the same warehouse
+    floors = {"arrow_pass": round(arrow_floor(load_config(config), SPAN), 2),
+              "keras_evaluate": results["train"]["seconds"]["evaluate"]}
+    return {"rows": sum(results["ingest"]["rows"].values()), "train_steps": results["train"]["steps"],
+            "steps": figures, "dag_seconds": round(dag_seconds, 2),
+            "orchestration_overhead_seconds": round(dag_seconds - sum(f["seconds"] for f in figures.values()), 2),
+            "floors_seconds": floors, "train_seconds": results["train"]["seconds"],
+            "serving_latency_ms": results["infra_validate"]["latency_ms"]}
 
 
 def print_table(reports: list[dict]) -> None:
@@ -130,6 +138,7 @@ def print_table(reports: list[dict]) -> None:
     for r in reports:
         for step, f in r["steps"].items():
             print(f"{r['rows']:>9,} {step:<14} {f['seconds']:>8.2f} {f.get('rows_per_s', ''):>9} {f['peak_rss_mib']:>13}")
+        print(f"{'':>9} train: {r['train_steps']} steps, fit {r['steps']['train']['fit_rows_per_s']:,} examples/s")
         print(f"{r['rows']:>9,} {'DAG':<14} {r['dag_seconds']:>8.2f}   (orchestration overhead "
               f"{r['orchestration_overhead_seconds']:.2f} s)")
         floors, train = r["floors_seconds"], r["train_seconds"]
@@ -143,7 +152,7 @@ def print_table(reports: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[SAMPLE_ROWS])
-    parser.add_argument("--train-steps", type=int, default=1000)
+    parser.add_argument("--train-steps", type=int, help="a fixed number of steps (default: one epoch)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:

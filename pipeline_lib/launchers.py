@@ -29,13 +29,12 @@ def step_command(python: Path, step: str, args: dict[str, str], result_file: Pat
 
 
 class LocalLauncher:
-    """The ML venv's python as a subprocess (the local default). After each run, `last_seconds`
-    and `last_peak_rss_mib` hold the step's wall time and the process's peak memory."""
+    """The ML venv's python as a subprocess (the local default). The result carries the step
+    process's wall time and peak memory under `launch`, so XCom (and the benchmark) show them."""
 
     def __init__(self, python: Path | None = None, env: dict[str, str] | None = None):
         self.python = Path(python or settings.ml_python())
         self.env = env or {}
-        self.last_seconds = self.last_peak_rss_mib = None
 
     def run(self, step: str, args: dict[str, str], log: Callable[[str], None] = print) -> dict:
         if not self.python.exists():
@@ -53,9 +52,9 @@ class LocalLauncher:
                     log(line.rstrip("\n"))
                 _, status, usage = os.wait4(proc.pid, 0)  # wait() gives no rusage of the child
                 proc.returncode = os.waitstatus_to_exitcode(status)
-            self.last_seconds, self.last_peak_rss_mib = time.perf_counter() - start, usage.ru_maxrss / 1024
-            log(f"{step} ran {self.last_seconds:.1f} s, peak RSS {self.last_peak_rss_mib:.0f} MiB")
+            launch = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024)}
+            log(f"{step} ran {launch['seconds']:.1f} s, peak RSS {launch['peak_rss_mib']} MiB")
             result = json.loads(result_file.read_text()) if result_file.exists() else {}
         if proc.returncode != 0 or "error" in result:
             raise StepFailed(result.get("error") or f"step {step} exited with {proc.returncode}")
-        return result
+        return {**result, "launch": launch}
