@@ -1,12 +1,12 @@
 """Launchers (config `launcher`): the exact pod a step runs in (the cncf.kubernetes provider's
 KubernetesPodOperator), the exact Vertex AI custom job that trains, and what comes back from each.
 
-No cluster and no cloud here. Kubernetes: the provider builds the real V1Pod; a fake kubelet
-stands in for the provider's execute (the API calls that create and watch the pod) and runs the
-pod's base container command in the ML environment, seeing only the pod's env and mounted paths.
-Vertex AI: the provider's CustomJobHook and GCSHook run unchanged; their Google clients are faked at
-the client boundary (the job service turns each request into the real CustomJob proto, so a wrong
-field fails)."""
+No cluster and no cloud here, so the clients are faked at their boundary and the providers' own
+code runs unchanged. Kubernetes: the hook hands out a fake CoreV1Api that runs a created pod's
+base container as an ML-environment process, seeing only the pod's env and volumes; the operator's
+execute creates, watches, reads the log, execs into the xcom sidecar and cleans up through it.
+Vertex AI: CustomJobHook's job service client turns each request into the real CustomJob proto (a
+wrong field fails) and plays the job's states; GCSHook's storage client is a folder."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+import duckdb
 import pytest
 from conftest import REPO
 from google_fakes import FakeStorageClient
@@ -162,36 +163,117 @@ def test_a_step_whose_storage_is_not_mounted_does_not_start(tmp_path, monkeypatc
         pod_operator(config, "train", {"config": "c", "output_dir": "/data/artifacts/o"}, "train")
 
 
-@pytest.fixture
-def kubelet(monkeypatch, kube_connection, tmp_path):
-    """KubernetesPodOperator.execute, as far as a kubelet goes: the operator builds its real pod;
-    the base container's command runs in the ML environment with only the pod's env, every path
-    it names on one of the pod's volumes; the result comes back as the xcom sidecar returns it, a
-    failure as the provider reports it (the termination message). Yields the pods it ran."""
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-    from airflow.sdk.exceptions import AirflowException
+class FakeCoreV1Api:
+    """kubernetes.client.CoreV1Api, as far as the provider's KubernetesPodOperator uses it: a
+    created pod's base container runs at once, to completion, as a process of the ML environment
+    that gets only the pod's env and arguments (each path in them must be on one of the pod's
+    volumes, as in a real pod); its output is the container log, the files it writes at
+    /airflow/xcom/return.json and /dev/termination-log are what the xcom sidecar (exec) and the
+    container's termination message give back. The sidecar runs until the provider kills it."""
 
-    pods = []
+    def __init__(self, node: Path):
+        from kubernetes.client import ApiClient
 
-    def execute(self, context):
-        pod = self.build_pod_request_obj(context)
-        pods.append(pod)
-        base = pod.spec.containers[0]
-        mounts = [m.mount_path for m in base.volume_mounts]
-        outside = [a for a in base.args if a.startswith("/") and not any(Path(a).is_relative_to(m) for m in mounts)]
+        self.api_client, self.node, self.pods, self.deleted = ApiClient(), node, {}, []
+
+    def create_namespaced_pod(self, body, namespace, **_):
+        name = body["metadata"]["name"]
+        base = body["spec"]["containers"][0]
+        mounts = [m["mountPath"] for m in base["volumeMounts"]]
+        outside = [a for a in base["args"] if a.startswith("/") and not any(Path(a).is_relative_to(m) for m in mounts)]
         assert outside == ["/dev/termination-log"], f"paths the pod cannot see: {outside}"
-        node = tmp_path / "node" / pod.metadata.name
-        node.mkdir(parents=True)
-        seen = {"/airflow/xcom/return.json": str(node / "return.json"), "/dev/termination-log": str(node / "termination")}
-        env = {"PATH": os.environ["PATH"], "TF_USE_LEGACY_KERAS": "1", **{e.name: e.value for e in base.env}}
-        proc = subprocess.run([str(settings.ml_python()), "-m", "pipeline_lib.cli", *[seen.get(a, a) for a in base.args]],
-                              env=env, capture_output=True, text=True)
-        if proc.returncode:
-            raise AirflowException(f"Pod {pod.metadata.name} returned a failure.\n{(node / 'termination').read_text()}")
-        return json.loads((node / "return.json").read_text())
+        files = self.node / name
+        files.mkdir(parents=True)
+        seen = {"/airflow/xcom/return.json": files / "return.json", "/dev/termination-log": files / "termination"}
+        env = {"PATH": os.environ["PATH"], "TF_USE_LEGACY_KERAS": "1", **{e["name"]: e["value"] for e in base["env"]}}
+        assert base["command"] == ["python", "-m", "pipeline_lib.cli"]
+        proc = subprocess.run([str(settings.ml_python()), "-m", "pipeline_lib.cli", *[str(seen.get(a, a)) for a in base["args"]]],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.pods[name] = SimpleNamespace(body=body, exit_code=proc.returncode, log=proc.stdout, files=seen,
+                                          finished=dt.datetime.now(dt.timezone.utc), sidecar_running=True)
+        return self.read_namespaced_pod(name, namespace)
 
-    monkeypatch.setattr(KubernetesPodOperator, "execute", execute)
-    return pods
+    def read_namespaced_pod(self, name, namespace, **_):
+        from kubernetes.client import models as k8s
+
+        pod = self.pods[name]
+        message = pod.files["/dev/termination-log"].read_text() if pod.files["/dev/termination-log"].exists() else None
+        base = k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(
+            exit_code=pod.exit_code, finished_at=pod.finished, message=message))
+        sidecar = k8s.V1ContainerState(running=k8s.V1ContainerStateRunning()) if pod.sidecar_running else \
+            k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=0, finished_at=pod.finished))
+        phase = "Running" if pod.sidecar_running else "Failed" if pod.exit_code else "Succeeded"
+        return k8s.V1Pod(
+            metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=pod.body["metadata"]["labels"]),
+            spec=self.api_client._ApiClient__deserialize(pod.body["spec"], "V1PodSpec"),
+            status=k8s.V1PodStatus(phase=phase, container_statuses=[
+                k8s.V1ContainerStatus(name="base", state=base, image="", image_id="", ready=False, restart_count=0),
+                k8s.V1ContainerStatus(name="airflow-xcom-sidecar", state=sidecar, image="", image_id="",
+                                      ready=pod.sidecar_running, restart_count=0)]))
+
+    def list_namespaced_pod(self, namespace, label_selector, **_):
+        from kubernetes.client import models as k8s
+
+        return k8s.V1PodList(items=[self.read_namespaced_pod(name, namespace) for name in self.pods])
+
+    def list_namespaced_event(self, namespace, **_):
+        from kubernetes.client import models as k8s
+
+        return k8s.CoreV1EventList(items=[], metadata=k8s.V1ListMeta())
+
+    def read_namespaced_pod_log(self, name, namespace, container, **_):
+        stamp = self.pods[name].finished.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lines = [f"{stamp} {line}\n".encode() for line in self.pods[name].log.splitlines()]
+        return SimpleNamespace(stream=lambda amt=None, decode_content=True: iter(lines), release_conn=lambda: None)
+
+    def connect_get_namespaced_pod_exec(self, name, namespace, container, command, **_):
+        assert container == "airflow-xcom-sidecar"
+        return FakeExec(self.pods[name], command)
+
+    def patch_namespaced_pod(self, name, namespace, body, **_):
+        self.pods[name].body["metadata"]["labels"].update(body["metadata"]["labels"])
+
+    def delete_namespaced_pod(self, name, namespace, **_):
+        self.deleted.append(name)
+
+
+class FakeExec:
+    """The websocket of an exec into the xcom sidecar: `cat` of the result file, then the kill."""
+
+    def __init__(self, pod, command):
+        self.pod, self.command = pod, command
+
+    def run_forever(self, timeout=None):
+        pass
+
+    def read_all(self):
+        from airflow.providers.cncf.kubernetes.utils.pod_manager import EMPTY_XCOM_RESULT
+
+        result = self.pod.files["/airflow/xcom/return.json"]
+        return result.read_text() if result.exists() and result.stat().st_size else EMPTY_XCOM_RESULT
+
+    def is_open(self):
+        return self.pod.sidecar_running
+
+    def write_stdin(self, text):
+        assert text.startswith("kill -2"), text
+        self.pod.sidecar_running = False
+
+    def peek_stderr(self, timeout=0):
+        return False
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def cluster(monkeypatch, kube_connection, tmp_path):
+    """The provider's hook hands out FakeCoreV1Api as its client: the operator's own execute runs."""
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    api = FakeCoreV1Api(tmp_path / "node")
+    monkeypatch.setattr(KubernetesHook, "core_v1_client", property(lambda self: api))
+    return api
 
 
 def kube_pipeline(isolated, **kube) -> Path:
@@ -201,23 +283,28 @@ def kube_pipeline(isolated, **kube) -> Path:
         "image": IMAGE, "volume_claims": claims, "pipelines_dir": str(isolated / "pipelines"), **kube}}})
 
 
-def test_ingest_in_a_pod_writes_the_examples_the_next_steps_read(isolated, kubelet):
+def test_ingest_in_a_pod_writes_the_examples_the_next_steps_read(isolated, cluster):
     from airflow.sdk import DAG
 
     from pipeline_ops.operators import IngestOperator
 
+    with duckdb.connect(str(settings.warehouse_path())) as con:  # this warehouse, not the default one
+        con.execute("DELETE FROM taxi_trips WHERE trip_start_timestamp >= ?", [int(SPAN.timestamp()) - 86400 * 30])
+        (expected,) = con.execute("SELECT count(*) FROM taxi_trips WHERE trip_start_timestamp < ?",
+                                  [int(SPAN.timestamp())]).fetchone()
     with DAG("taxi_tips", schedule=None):
         task = IngestOperator(config_path=str(kube_pipeline(isolated)))
     result = task.execute(context_for(task, {}))
 
-    (pod,) = kubelet
-    assert pod.spec.containers[0].args[:2] == ["ingest", "--result-file"]
+    (name,) = cluster.pods
+    assert cluster.pods[name].body["spec"]["containers"][0]["args"][:2] == ["ingest", "--result-file"]
+    assert cluster.deleted == [name] and not cluster.pods[name].sidecar_running
     examples = Path(result["examples"])
     assert examples == isolated / "artifacts" / "taxi_tips" / "runs" / "2016-12-01" / "ingest"
-    assert sum(result["rows"].values()) > 50 and (examples / "train" / "data.tfrecord").stat().st_size > 0
+    assert sum(result["rows"].values()) == expected and (examples / "train" / "data.tfrecord").stat().st_size > 0
 
 
-def test_a_failed_step_in_a_pod_fails_the_task_with_its_own_error(isolated, kubelet):
+def test_a_failed_step_in_a_pod_fails_the_task_with_its_own_error(isolated, cluster):
     from airflow.sdk import DAG
     from airflow.sdk.exceptions import AirflowException
 
