@@ -246,6 +246,7 @@ class KubernetesLaunch(_Strict):
     resources: Resources = Resources()
     gpus: int = Field(default=0, ge=0, description="nvidia.com/gpu limit")
     node_selector: dict[str, str] = {}
+    annotations: dict[str, str] = Field(default={}, description='e.g. gke-gcsfuse/volumes: "true" for a bucket claim')
     kubernetes_conn_id: str = Field(default="kubernetes_default", description="the Airflow connection")
     pipelines_dir: str = Field(default="/opt/project/pipelines", description="the pipelines folder in the image")
     startup_timeout_seconds: PositiveInt = 600
@@ -296,9 +297,10 @@ class Launcher(_Strict):
             raise ValueError(f"steps names unknown steps {unknown}; steps are {list(STEPS)}")
         if any(kind == "vertex" for step, kind in self.steps.items() if step != "train"):
             raise ValueError("vertex runs train only (the Beam steps run on Dataflow: beam.dataflow)")
-        for kind in {self.kind, *self.steps.values()} - {"local"}:
-            if getattr(self, kind) is None:
-                raise ValueError(f"a step runs on {kind} but the `{kind}` section is missing")
+        chosen = {"launcher.kind": self.kind, **{f"launcher.steps.{s}": k for s, k in self.steps.items()}}
+        for field, kind in chosen.items():
+            if kind != "local" and getattr(self, kind) is None:
+                raise ValueError(f"{field} is {kind} but the launcher.{kind} section is missing")
         return self
 
     def for_step(self, step: str) -> str:

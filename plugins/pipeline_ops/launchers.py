@@ -62,7 +62,7 @@ def pod_operator(config, step: str, args: dict[str, str], task_id: str):
                               k8s.V1PersistentVolumeClaimVolumeSource(claim_name=claim))
                  for i, (claim, _) in enumerate(claims)],
         volume_mounts=[k8s.V1VolumeMount(name=f"storage-{i}", mount_path=path) for i, (_, path) in enumerate(claims)],
-        service_account_name=kube.service_account, node_selector=kube.node_selector,
+        service_account_name=kube.service_account, node_selector=kube.node_selector, annotations=kube.annotations,
         startup_timeout_seconds=kube.startup_timeout_seconds,
         do_xcom_push=True, get_logs=True, log_pod_spec_on_failure=False, on_finish_action="delete_pod")
 
@@ -117,9 +117,8 @@ class VertexJobLauncher:
         hook, where = CustomJobHook(gcp_conn_id=vertex.gcp_conn_id), {"project_id": vertex.project, "region": vertex.region}
         job = hook.create_custom_job(**where, custom_job=spec)
         self.job_id = hook.extract_custom_job_id(job.name)
-        log(f"Vertex AI custom job {job.name} ({vertex.machine_type}, {vertex.accelerator_count} x "
-            f"{vertex.accelerator_type}): https://console.cloud.google.com/vertex-ai/locations/{vertex.region}"
-            f"/training/{self.job_id}/cpu?project={vertex.project}")
+        log(f"Vertex AI custom job {job.name}: {step} on {vertex.machine_type}"
+            + (f" with {vertex.accelerator_count} x {vertex.accelerator_type}" if vertex.accelerator_type else ""))
         job_error = None
         try:
             hook.wait_for_custom_job(**where, custom_job_id=self.job_id, poll_interval=vertex.poll_seconds)

@@ -50,8 +50,8 @@ def context_for(task, upstream: dict[str, dict], try_number: int = 1) -> dict:
     ({"steps": {"trian": "kubernetes"}}, "steps names unknown steps ['trian']"),
     ({"steps": {"transform": "vertex"}, "vertex": VERTEX}, "vertex runs train only"),
     ({"kind": "vertex", "vertex": VERTEX}, "field 'launcher.kind': Input should be 'local' or 'kubernetes'"),
-    ({"steps": {"train": "vertex"}}, "a step runs on vertex but the `vertex` section is missing"),
-    ({"kind": "kubernetes"}, "a step runs on kubernetes but the `kubernetes` section is missing"),
+    ({"steps": {"train": "vertex"}}, "launcher.steps.train is vertex but the launcher.vertex section is missing"),
+    ({"kind": "kubernetes"}, "launcher.kind is kubernetes but the launcher.kubernetes section is missing"),
     ({"kubernetes": {"image": IMAGE, "volume_claims": {}}},
      "field 'launcher.kubernetes.volume_claims': Dictionary should have at least 1 item"),
     ({"vertex": {**VERTEX, "accelerator_count": 0}},
@@ -77,6 +77,7 @@ def test_steps_run_locally_unless_the_config_says_otherwise(tmp_path):
 
 KUBE = {"image": IMAGE, "namespace": "ml", "service_account": "ml-steps",
         "volume_claims": {"ml-artifacts": "/data/artifacts", "ml-models": "/models"},
+        "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
         "resources": {"cpu": "2", "memory": "8Gi"}, "gpus": 1,
         "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}}
 
@@ -111,6 +112,7 @@ def test_the_train_pod(tmp_path, monkeypatch, kube_connection):
     pod = pod_operator(config, "train", args, "train").build_pod_request_obj(context)
 
     assert pod.metadata.namespace == "ml" and pod.metadata.name.startswith("train-")
+    assert pod.metadata.annotations == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
     assert {k: pod.metadata.labels[k] for k in ("dag_id", "task_id", "try_number", "airflow_kpo_in_cluster")} == {
         "dag_id": "taxi_tips", "task_id": "train", "try_number": "2", "airflow_kpo_in_cluster": "False"}
     spec = pod.spec
