@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -479,3 +480,16 @@ def test_training_on_vertex_needs_the_storage_under_gcs(monkeypatch, tmp_path, v
     with pytest.raises(AirflowException, match=r"train cannot run on Vertex AI: \['/models/taxi_tips'\] not under /gcs/"):
         task.execute(context_for(task, upstream))
     assert service.created == []
+
+
+def test_a_dag_with_remote_launchers_parses_without_their_providers(tmp_path):
+    """The providers' operator and hooks load only when a task runs (their import would cost every parse)."""
+    launcher = {"kind": "kubernetes", "steps": {"train": "vertex"}, "vertex": VERTEX, "kubernetes": KUBE}
+    write_pipeline(tmp_path, {"launcher": launcher})
+    code = ("import sys; from pathlib import Path; from pipeline_ops.dag_factory import build_all; "
+            f"dags = build_all(Path({str(tmp_path)!r})); "
+            "print(sorted(dags), [m for m in ('airflow.providers.cncf.kubernetes.operators.pod', "
+            "'airflow.providers.google.cloud.hooks.vertex_ai.custom_job', 'kubernetes.client') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
+    assert out.stdout.strip().splitlines()[-1] == "['taxi_tips'] []"
