@@ -2,7 +2,8 @@
 
 Each step reads artifact URIs, writes its artifacts under --output-dir (atomically) and its JSON
 result both there (result.json) and to --result-file for the launcher. On failure the result file
-holds {"error": ...} and the exit code is 1. A step imports only the libraries it uses.
+holds {"error": ...} (the error alone also goes to --error-file, if given) and the exit code is 1.
+A step imports only the libraries it uses.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, type=Path)
         p.add_argument("--output-dir", required=True, type=Path)
         p.add_argument("--result-file", type=Path)
+        p.add_argument("--error-file", type=Path, help="on failure, the error alone goes here too (in a "
+                       "pod: /dev/termination-log, the termination message Kubernetes reports)")
         for name in extra:
             kind = dt.date.fromisoformat if name == "span_date" else str
             p.add_argument(f"--{name.replace('_', '-')}", required=True, type=kind)
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         result, code = {"error": f"{type(e).__name__}: {e}"}, 1
     if args.result_file:
         args.result_file.write_text(json.dumps(result, default=str))
+    if code and args.error_file:
+        args.error_file.write_text(result["error"])
     print(json.dumps(result, indent=2, default=str), flush=True)
     return code
 

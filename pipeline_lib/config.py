@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from pipeline_lib import settings
+from pipeline_lib.artifacts import STEPS
 
 CONFIG_FILENAME = "pipeline.yaml"
 
@@ -225,6 +226,87 @@ class Beam(_Strict):
     dataflow: Dataflow | None = Field(default=None, description="run the Beam steps on Dataflow")
 
 
+class Resources(_Strict):
+    """A step pod's requests (`cpu`, `memory`); memory is its limit too (no CPU limit, no throttling)."""
+
+    cpu: str | None = None
+    memory: str | None = None
+
+
+class KubernetesLaunch(_Strict):
+    """Steps as pods running the ML image, through the cncf.kubernetes provider's
+    KubernetesPodOperator. Each PersistentVolumeClaim in `volume_claims` (name -> mount path) is
+    mounted at the path where the Airflow workers see it, so the artifact store and the model
+    repository have the same paths in the pod and on the Airflow side."""
+
+    image: str
+    namespace: str = "default"
+    volume_claims: dict[str, str] = Field(min_length=1, description="PersistentVolumeClaim -> mount path")
+    service_account: str | None = None
+    resources: Resources = Resources()
+    gpus: int = Field(default=0, ge=0, description="nvidia.com/gpu limit")
+    node_selector: dict[str, str] = {}
+    annotations: dict[str, str] = Field(default={}, description='e.g. gke-gcsfuse/volumes: "true" for a bucket claim')
+    kubernetes_conn_id: str = Field(default="kubernetes_default", description="the Airflow connection")
+    pipelines_dir: str = Field(default="/opt/project/pipelines", description="the pipelines folder in the image")
+    startup_timeout_seconds: PositiveInt = 600
+
+
+class VertexJob(_Strict):
+    """Training as a Vertex AI custom job (GPUs) running the ML image, through the google provider.
+    Vertex mounts Cloud Storage buckets at /gcs/<bucket>: with the artifact store and the model
+    repository under /gcs/ everywhere, the job reads and writes the same paths as the other steps.
+    The step's result comes back through `staging_bucket` (the job's base output directory)."""
+
+    project: str
+    region: str
+    image: str = Field(description="the ML image built with ML_VARIANT=gpu for accelerators")
+    staging_bucket: str = Field(pattern=r"^gs://[^/]+")
+    machine_type: str = "n1-standard-8"
+    accelerator_type: str | None = Field(default=None, description="e.g. NVIDIA_TESLA_T4")
+    accelerator_count: int = Field(default=0, ge=0)
+    service_account: str | None = None
+    gcp_conn_id: str = "google_cloud_default"
+    pipelines_dir: str = Field(default="/opt/project/pipelines", description="the pipelines folder in the image")
+    poll_seconds: PositiveInt = 60
+
+    @model_validator(mode="after")
+    def _accelerator_type_and_count_go_together(self):
+        if (self.accelerator_type is None) != (self.accelerator_count == 0):
+            raise ValueError("accelerator_type and accelerator_count (> 0) go together")
+        return self
+
+
+LaunchKind = Literal["local", "kubernetes", "vertex"]
+
+
+class Launcher(_Strict):
+    """Where each step runs: `local` (a subprocess of the ML environment next to the Airflow
+    worker), `kubernetes` (a pod) or `vertex` (a Vertex AI custom job; train only: the Beam steps
+    scale out on Dataflow through `beam.dataflow`). `kind` for every step, `steps` per step."""
+
+    kind: Literal["local", "kubernetes"] = "local"
+    steps: dict[str, LaunchKind] = {}
+    kubernetes: KubernetesLaunch | None = None
+    vertex: VertexJob | None = None
+
+    @model_validator(mode="after")
+    def _kinds_are_usable(self):
+        unknown = sorted(set(self.steps) - set(STEPS))
+        if unknown:
+            raise ValueError(f"steps names unknown steps {unknown}; steps are {list(STEPS)}")
+        if any(kind == "vertex" for step, kind in self.steps.items() if step != "train"):
+            raise ValueError("vertex runs train only (the Beam steps run on Dataflow: beam.dataflow)")
+        chosen = {"launcher.kind": self.kind, **{f"launcher.steps.{s}": k for s, k in self.steps.items()}}
+        for field, kind in chosen.items():
+            if kind != "local" and getattr(self, kind) is None:
+                raise ValueError(f"{field} is {kind} but the launcher.{kind} section is missing")
+        return self
+
+    def for_step(self, step: str) -> str:
+        return self.steps.get(step, self.kind)
+
+
 class Alerts(_Strict):
     """Where new or reopened anomalies, failed tasks and blocked pushes are announced; the secrets
     (webhook token, SMTP password) stay in the Airflow connections named here."""
@@ -281,6 +363,7 @@ class PipelineConfig(_Strict):
     infra_validation: InfraValidation = InfraValidation()
     serving: Serving
     beam: Beam = Beam()
+    launcher: Launcher = Launcher()
     alerts: Alerts = Alerts()
     validation: Validation = Validation()
     config_dir: Path = Field(default=Path("."), exclude=True)

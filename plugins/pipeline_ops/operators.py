@@ -1,6 +1,6 @@
 """One operator per pipeline step. Each builds the step's arguments, launches it in the ML
-environment, logs its output, and returns its JSON result as XCom; a failed step fails the task
-with the step's own message."""
+environment (where: the config's `launcher`, see launchers.py), logs its output, and returns its
+JSON result as XCom; a failed step fails the task with the step's own message."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from airflow.sdk import BaseOperator
 
 from pipeline_lib import artifacts, bigquery, run_params, serving, span
 from pipeline_lib.config import load_config
-from pipeline_lib.launchers import LocalLauncher, StepFailed
+from pipeline_lib.launchers import StepFailed
+from pipeline_ops.launchers import launcher_for
 
 
 def span_date(context) -> dt.date:
@@ -50,11 +51,15 @@ class MLStepOperator(BaseOperator):
                 **run_params.step_args(self.step, context.get("params") or {})}
 
     def execute(self, context):
-        pipeline = self.dag_id
+        self.launcher = launcher_for(load_config(self.config_path), self.step, context)
         try:
-            return LocalLauncher().run(self.step, self.step_args(context, pipeline), log=self.log.info)
+            return self.launcher.run(self.step, self.step_args(context, self.dag_id), log=self.log.info)
         except StepFailed as e:
             raise AirflowException(f"{self.step} failed: {e}") from None
+
+    def on_kill(self):
+        """A killed task stops its pod or cancels its Vertex AI job (a local step dies with the task)."""
+        getattr(getattr(self, "launcher", None), "on_kill", lambda: None)()
 
 
 class IngestOperator(MLStepOperator):

@@ -4,36 +4,16 @@ ModelService/EndpointService clients record their requests. The hooks' own code 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from google.cloud.aiplatform_v1 import EndpointServiceClient, ModelServiceClient
+from google_fakes import FakeStorageClient
 
 from pipeline_lib.config import Vertex
 
 PROJECT, REGION = "ml-prod", "europe-west4"
-
-
-class FakeStorageClient:
-    """google.cloud.storage.Client, as far as GCSHook.upload uses it."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def bucket(self, name, user_project=None):
-        client = self
-
-        class Blob:
-            def __init__(self, blob_name, chunk_size=None):
-                self.name, self.path = blob_name, client.root / name / blob_name
-
-            def upload_from_filename(self, filename, content_type=None, timeout=None):
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(filename, self.path)
-
-        return SimpleNamespace(name=name, blob=Blob)
 
 
 class Done:
