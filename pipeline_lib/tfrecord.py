@@ -17,13 +17,18 @@ def _masked_crc(data: bytes) -> bytes:
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF)
 
 
+def write_record(f, record: bytes) -> None:
+    """Append one serialized record to the open binary file `f`."""
+    length = struct.pack("<Q", len(record))
+    f.write(length + _masked_crc(length) + record + _masked_crc(record))
+
+
 def write(path, records) -> int:
     """Write serialized records to `path`; return how many were written."""
     count = 0
     with open(path, "wb") as f:
         for record in records:
-            length = struct.pack("<Q", len(record))
-            f.write(length + _masked_crc(length) + record + _masked_crc(record))
+            write_record(f, record)
             count += 1
     return count
 

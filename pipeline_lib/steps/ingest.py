@@ -1,11 +1,14 @@
 """Ingest: the span's rows from the warehouse -> tf.Examples in TFRecords, split train/eval by a
-deterministic hash of each row's values (the same row always lands in the same split)."""
+deterministic hash of each row's values (the same row always lands in the same split). Rows stream
+through in batches, so memory stays flat however many rows the window holds."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import duckdb
@@ -19,9 +22,18 @@ from pipeline_lib.span import window
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "eval")
+BATCH_ROWS = 65_536
 
 
-def query(config, start: dt.datetime, end: dt.datetime) -> pa.Table:
+def batches(config, start: dt.datetime, end: dt.datetime, rows_file: Path | None = None) -> Iterator[pa.RecordBatch]:
+    """The window's rows, in time order, a batch at a time: from `rows_file` (an Arrow IPC file,
+    memory-mapped) when given, otherwise from the DuckDB source."""
+    if rows_file:
+        with pa.memory_map(str(rows_file)) as source:
+            reader = pa.ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+        return
     src = config.source
     cols = ", ".join(f'"{c}"' for c in config.raw_columns())
     bounds = [start, end]
@@ -30,12 +42,12 @@ def query(config, start: dt.datetime, end: dt.datetime) -> pa.Table:
     sql = (f'SELECT {cols} FROM {src.table} WHERE "{src.timestamp_column}" >= ? '
            f'AND "{src.timestamp_column}" < ? ORDER BY "{src.timestamp_column}"')
     with duckdb.connect(str(src.database_path()), read_only=True) as con:
-        return con.sql(sql, params=bounds).to_arrow_table()
+        yield from con.sql(sql, params=bounds).to_arrow_reader(BATCH_ROWS)
 
 
-def _as_feature_list(column: pa.ChunkedArray) -> pa.Array:
+def _as_feature_list(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     """A nullable scalar column as the list column tf.Example expects (null -> no value)."""
-    arr = column.combine_chunks()
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     t = arr.type
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
         arr = arr.cast(pa.int64())
@@ -52,16 +64,16 @@ def _as_feature_list(column: pa.ChunkedArray) -> pa.Array:
     return pa.LargeListArray.from_arrays(pa.array(offsets, mask=null_list), arr.filter(pa.array(valid)))
 
 
-def to_examples(table: pa.Table) -> list[bytes]:
-    batch = pa.RecordBatch.from_arrays([_as_feature_list(table[c]) for c in table.column_names],
-                                       table.column_names)
+def to_examples(table: pa.Table | pa.RecordBatch) -> list[bytes]:
+    batch = pa.RecordBatch.from_arrays([_as_feature_list(table[c]) for c in table.schema.names],
+                                       table.schema.names)
     return example_coder.RecordBatchToExamplesEncoder().encode(batch)
 
 
-def row_keys(table: pa.Table) -> list[str]:
+def row_keys(table: pa.Table | pa.RecordBatch) -> list[str]:
     """Each row's values as one string: the split's hash input (serialized tf.Examples are not
     byte-stable, their feature map order varies)."""
-    columns = [pc.fill_null(table[c].cast(pa.string()), "\x00") for c in sorted(table.column_names)]
+    columns = [pc.fill_null(table[c].cast(pa.string()), "\x00") for c in sorted(table.schema.names)]
     return pc.binary_join_element_wise(*columns, "\x1f").to_pylist()
 
 
@@ -70,23 +82,31 @@ def split_of(row_key: str, eval_percent: int) -> str:
     return "eval" if bucket < eval_percent else "train"
 
 
+def write_splits(config, batches: Iterable[pa.RecordBatch], folder: Path) -> dict[str, int]:
+    """Each row as a tf.Example into `folder/<split>/data.tfrecord`; the rows written per split."""
+    rows = dict.fromkeys(SPLITS, 0)
+    with ExitStack() as files:
+        out = {}
+        for split in SPLITS:
+            (folder / split).mkdir()
+            out[split] = files.enter_context(open(folder / split / "data.tfrecord", "wb"))
+        for batch in batches:
+            for key, example in zip(row_keys(batch), to_examples(batch)):
+                split = split_of(key, config.split.eval_percent)
+                tfrecord.write_record(out[split], example)
+                rows[split] += 1
+    return rows
+
+
 def run(config, output_dir: Path, span_date: dt.date, window_days: int | None = None,
         rows_file: Path | None = None) -> dict:
     """`rows_file`: the window's rows already extracted as an Arrow IPC file (BigQuery, read on
     the Airflow side through the provider's hook); otherwise the DuckDB source is queried."""
     start, end = window(config, span_date, window_days)
-    table = pa.ipc.open_file(str(rows_file)).read_all() if rows_file else query(config, start, end)
-    if table.num_rows == 0:  # written as an empty span: validate files it as an anomaly
-        log.warning("no rows in %s for window [%s, %s)", config.source.table, f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}")
-    examples = to_examples(table)
-    by_split = {s: [] for s in SPLITS}
-    for key, example in zip(row_keys(table), examples):
-        by_split[split_of(key, config.split.eval_percent)].append(example)
     with artifacts.atomic_dir(output_dir) as tmp:
-        rows = {}
-        for split, records in by_split.items():
-            (tmp / split).mkdir()
-            rows[split] = tfrecord.write(tmp / split / "data.tfrecord", records)
+        rows = write_splits(config, batches(config, start, end, rows_file), tmp)
+        if not sum(rows.values()):  # written as an empty span: validate files it as an anomaly
+            log.warning("no rows in %s for window [%s, %s)", config.source.table, f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}")
         result = {"examples": str(output_dir), "rows": rows,
                   "window": {"start": start.isoformat(), "end": end.isoformat()}}
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)

@@ -1,7 +1,8 @@
 """`make airflow` for real: the four components on a free port of 127.0.0.1 with a private
 AIRFLOW_HOME; taxi_tips triggered over the REST API (JWT login, validated params), then a 7-day
 backfill (`airflow backfill create`) run by the scheduler: one run and one blessing per date, model
-versions increasing with the date. Stopped at the end, nothing left running."""
+versions increasing with the date; a date re-run replaces its artifacts and pushes no second
+version. Stopped at the end, nothing left running."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 from conftest import REPO
 from pipeline_fixtures import warehouse_copy, write_pipeline
 
-from pipeline_lib import artifacts, serving
+from pipeline_lib import serving
 
 FIRST = dt.date(2016, 12, 1)
 DATES = [FIRST + dt.timedelta(days=i) for i in range(7)]
@@ -141,13 +142,23 @@ def test_rest_trigger_with_params_runs_taxi_tips_to_success(airflow):
     assert ingest["window"]["start"] == f"{FIRST - dt.timedelta(days=60)}T00:00:00+00:00"
 
 
+def backfill(env: dict, start: dt.date, end: dt.date, *options: str) -> None:
+    # each day a forced retrain: every candidate that meets the value thresholds is pushed
+    subprocess.run([str(REPO / ".venv-airflow" / "bin" / "airflow"), "backfill", "create", "--dag-id", "taxi_tips",
+                    "--from-date", str(start), "--to-date", str(end), "--max-active-runs", "1",
+                    "--dag-run-conf", json.dumps({"skip_change_threshold": True}), *options],
+                   env=env, cwd=REPO, check=True, capture_output=True, text=True)
+
+
+def results(env: dict, step: str) -> dict[dt.date, dict | None]:
+    """Each date's result of `step` (its result.json), None where it did not run."""
+    root = Path(env["PIPELINE_ARTIFACT_ROOT"]) / "taxi_tips" / "runs"
+    return {d: json.loads(f.read_text()) if (f := root / str(d) / step / "result.json").exists() else None for d in DATES}
+
+
 def test_a_seven_day_backfill_runs_each_date_once_with_increasing_versions(airflow):
     api, root, env = airflow
-    subprocess.run([str(REPO / ".venv-airflow" / "bin" / "airflow"), "backfill", "create", "--dag-id", "taxi_tips",
-                    "--from-date", str(DATES[0]), "--to-date", str(DATES[-1]), "--max-active-runs", "1",
-                    # each day a forced retrain: every candidate that meets the value thresholds is pushed
-                    "--dag-run-conf", json.dumps({"skip_change_threshold": True})],
-                   env=env, cwd=REPO, check=True, capture_output=True, text=True)
+    backfill(env, DATES[0], DATES[-1])
 
     def all_done():
         runs = {r["logical_date"][:10]: r for r in api.runs()}
@@ -159,15 +170,31 @@ def test_a_seven_day_backfill_runs_each_date_once_with_increasing_versions(airfl
     assert not failed, failed
     assert [r["run_type"] for d, r in sorted(runs.items())][1:] == ["backfill"] * (len(DATES) - 1)
 
-    os.environ["PIPELINE_ARTIFACT_ROOT"] = env["PIPELINE_ARTIFACT_ROOT"]  # for artifacts.step_dir
-    try:
-        blessings = {d: sorted(artifacts.step_dir("taxi_tips", d, "evaluate").glob("blessing*.json")) for d in DATES}
-        pushes = {d: artifacts.read_result(artifacts.step_dir("taxi_tips", d, "push")) if
-                  (artifacts.step_dir("taxi_tips", d, "push") / "result.json").exists() else None for d in DATES}
-    finally:
-        del os.environ["PIPELINE_ARTIFACT_ROOT"]
+    blessings = {d: sorted(Path(r["blessing"]).parent.glob("blessing*.json")) for d, r in results(env, "evaluate").items()}
+    pushes = results(env, "push")
     assert all(len(files) == 1 for files in blessings.values()), blessings
     # the triggered run (DATES[0]) pushed version 1; each backfilled date pushes the next, in date order
     assert [(d, p["pushed"], p["version"]) for d, p in sorted(pushes.items())] == [
         (d, True, i + 1) for i, d in enumerate(DATES)], pushes
+    assert serving.versions(root / "serving" / "taxi_tips") == list(range(1, len(DATES) + 1))
+
+
+def test_re_running_a_date_replaces_its_artifacts_and_pushes_no_second_version(airflow):
+    api, root, env = airflow
+    day = DATES[3]
+    before = {step: results(env, step)[day] for step in ("ingest", "push")}
+    ingested_at = (Path(before["ingest"]["examples"]) / "result.json").stat().st_mtime
+    backfill(env, day, day, "--reprocess-behavior", "completed")  # clears the date's run: it runs again
+
+    def rerun_done():
+        run = next(r for r in api.runs() if r["logical_date"][:10] == str(day))
+        again = (Path(before["ingest"]["examples"]) / "result.json").stat().st_mtime > ingested_at
+        return run if again and run["state"] in ("success", "failed") else None
+
+    run = api.wait(rerun_done, f"the re-run of {day}")
+    assert run["state"] == "success", task_states(api, run["dag_run_id"])
+    assert task_states(api, run["dag_run_id"])["push"] == "skipped"
+    after = results(env, "push")[day]
+    assert (after["pushed"], after["version"]) == (False, before["push"]["version"])
+    assert after["reason"] == f"span {day} already pushed as version {before['push']['version']}"
     assert serving.versions(root / "serving" / "taxi_tips") == list(range(1, len(DATES) + 1))

@@ -22,14 +22,8 @@ LATER = SPAN + dt.timedelta(days=1)
 def write_span(config, span: dt.date, table: pa.Table) -> str:
     """Rows as ingest writes them (tf.Examples split by row hash) for `span`; returns the folder."""
     out = artifacts.step_dir(config.name, span, "ingest")
-    by_split = {s: [] for s in ingest.SPLITS}
-    for key, example in zip(ingest.row_keys(table), ingest.to_examples(table)):
-        by_split[ingest.split_of(key, config.split.eval_percent)].append(example)
     with artifacts.atomic_dir(out) as tmp:
-        rows = {}
-        for split, records in by_split.items():
-            (tmp / split).mkdir()
-            rows[split] = tfrecord.write(tmp / split / "data.tfrecord", records)
+        rows = ingest.write_splits(config, table.to_batches(), tmp)
         start, end = ingest.window(config, span)
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, {"examples": str(out), "rows": rows,
                              "window": {"start": start.isoformat(), "end": end.isoformat()}})
@@ -53,7 +47,7 @@ def head_replaced(table, column, value, count):
 
 @pytest.fixture(scope="module")
 def rows(config):
-    return ingest.query(config, *ingest.window(config, SPAN))
+    return pa.Table.from_batches(list(ingest.batches(config, *ingest.window(config, SPAN))))
 
 
 def by_key(result) -> dict[tuple[str, str], dict]:
