@@ -20,7 +20,7 @@ INPUTS: dict[str, dict[str, tuple[str, str]]] = {
     "transform": {"examples": ("ingest", "examples"), "schema": ("validate", "schema")},
     "train": {"transform_graph": ("transform", "transform_graph"),
               "transformed_examples": ("transform", "transformed_examples")},
-    "evaluate": {"model": ("train", "model"), "examples": ("ingest", "examples")},
+    "evaluate": {"model": ("train", "model"), "examples": ("ingest", "examples"), "schema": ("validate", "schema")},
     "infra_validate": {"model": ("train", "model"), "examples": ("ingest", "examples")},
     "push": {"model": ("train", "model"), "blessing": ("evaluate", "blessing"),
              "infra_blessing": ("infra_validate", "infra_blessing"), "examples": ("ingest", "examples"),

@@ -1,7 +1,8 @@
 """`python -m pipeline_lib.cli <step> ...`: one entry point per step, run in the ML environment.
 
 Each step reads artifact URIs, writes its artifacts under --output-dir (atomically) and its JSON
-result both there (result.json) and to --result-file for the launcher. On failure the result file
+result both there (result.json) and to --result-file for the launcher, with the process's peak
+memory added (`peak_rss_mib`). On failure the result file
 holds {"error": ...} (the error alone also goes to --error-file, if given) and the exit code is 1.
 A step imports only the libraries it uses.
 """
@@ -45,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def peak_rss_mib() -> int:
+    """This process's peak resident memory since it started the step's program. Linux's VmHWM:
+    ru_maxrss would also count the launcher's memory, inherited through fork before exec."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        return round(int(next(l for l in status.read_text().splitlines() if l.startswith("VmHWM:")).split()[1]) / 1024)
+    import resource  # no /proc (macOS): ru_maxrss, in bytes there
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -63,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         result, code = {"error": f"{type(e).__name__}: {e}"}, 1
     if args.result_file:
-        args.result_file.write_text(json.dumps(result, default=str))
+        args.result_file.write_text(json.dumps({**result, "peak_rss_mib": peak_rss_mib()}, default=str))
     if code and args.error_file:
         args.error_file.write_text(result["error"])
     print(json.dumps(result, indent=2, default=str), flush=True)

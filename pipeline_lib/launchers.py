@@ -106,11 +106,9 @@ class LocalLauncher:
                                   env=env, bufsize=1) as proc:
                 for line in proc.stdout:
                     log(line.rstrip("\n"))
-                _, status, usage = os.wait4(proc.pid, 0)  # wait() gives no rusage of the child
-                proc.returncode = os.waitstatus_to_exitcode(status)
-            launch = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024)}
-            log(f"{step} ran {launch['seconds']:.1f} s, peak RSS {launch['peak_rss_mib']} MiB")
             result = json.loads(result_file.read_text()) if result_file.exists() else {}
+            launch = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mib": result.pop("peak_rss_mib", None)}
+            log(f"{step} ran {launch['seconds']:.1f} s, peak RSS {launch['peak_rss_mib']} MiB")
         if proc.returncode != 0 or "error" in result:
             raise StepFailed(result.get("error") or f"step {step} exited with {proc.returncode}")
         return {**result, "launch": launch}

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 
 import tensorflow_model_analysis as tfma
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
 
 from pipeline_lib import artifacts, serving
 from pipeline_lib.beam import pipeline_options
@@ -58,6 +60,16 @@ def eval_config(config, with_baseline: bool):
                      for name in models],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=s) for s in evaluation.slices],
         metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
+
+
+def slicing_schema(config, schema: str) -> schema_pb2.Schema:
+    """The schema's slicing features only. Both signatures read the serialized examples, so the
+    features TFMA decodes serve only to slice: decoding every column cost 13% of the step's time."""
+    full = text_format.Parse(Path(schema).read_text(), schema_pb2.Schema())
+    wanted = {name for features in config.evaluation.slices for name in features}
+    out = schema_pb2.Schema()
+    out.feature.extend(f for f in full.feature if f.name in wanted)
+    return out
 
 
 def slice_name(slice_key) -> str:
@@ -155,7 +167,7 @@ def report(config, blessing: dict, per_slice: dict) -> str:
     return "\n".join(lines + _table([header] + rows)) + "\n"
 
 
-def run(config, output_dir: Path, model: str, examples: str, skip_change_threshold: bool = False) -> dict:
+def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_change_threshold: bool = False) -> dict:
     model_dir = config.serving.model_dir()
     baseline_version = serving.latest_version(model_dir)
     # a forced retrain (run param) is judged like a first model: value thresholds only
@@ -171,7 +183,8 @@ def run(config, output_dir: Path, model: str, examples: str, skip_change_thresho
         out = tmp / TFMA_OUTPUT
         tfma.run_model_analysis(eval_shared_model=shared_models, eval_config=cfg,
                                 data_location=str(Path(examples) / "eval" / "*"), output_path=str(out),
-                                pipeline_options=pipeline_options(config, eval_rows, beam_tmp))
+                                pipeline_options=pipeline_options(config, eval_rows, beam_tmp),
+                                schema=slicing_schema(config, schema))
         validation = tfma.load_validation_result(str(out))
         per_slice = slice_metrics(out, list(paths))
         judged = verdicts(cfg, validation, per_slice[OVERALL])

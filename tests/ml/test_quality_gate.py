@@ -103,7 +103,7 @@ def test_a_worse_candidate_is_blocked_by_the_change_threshold(chain, make_config
     worse, cold = train_with(make_config, chain, "taxi_worse",
                              {"steps": 1, "epochs": 1, "warm_start": {"enabled": False}})
     before = serving.versions(config.serving.model_dir())
-    verdict = run_step(worse, "evaluate", model=cold["model"], examples=chain["ingest"]["examples"])
+    verdict = run_step(worse, "evaluate", **{**artifacts.inputs_from("evaluate", chain), "model": cold["model"]})
     assert verdict["blessed"] is False and verdict["baseline_version"] == before[-1]
     change = [v for v in verdict["thresholds"] if v["kind"] == "change"]
     assert change == [{"metric": "auc", "kind": "change", "threshold": "change >= -0.05", "passed": False,

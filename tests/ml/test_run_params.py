@@ -14,7 +14,7 @@ def test_a_forced_retrain_skips_the_change_threshold_but_not_the_value_threshold
         "lower_bound": 0.5, "change_direction": "higher_is_better", "change_absolute": 0.5}}},
         "serving": {"model_name": config.serving.model_name}}, name="taxi_demanding")
     assert serving.versions(config.serving.model_dir()), "the chain pushed a serving model"
-    inputs = {"model": chain["train"]["model"], "examples": chain["ingest"]["examples"]}
+    inputs = artifacts.inputs_from("evaluate", chain)
 
     judged = run_step(demanding, "evaluate", **inputs)
     assert judged["blessed"] is False

@@ -163,7 +163,7 @@ def test_a_threshold_the_candidate_cannot_meet_blocks_the_push(chain, make_confi
     strict = make_config({"evaluation": {"thresholds": {"AUC": {"lower_bound": 0.999}}},
                           "serving": {"model_name": config.serving.model_name}}, name="taxi_strict")
     serving_before = serving.versions(config.serving.model_dir())
-    verdict = run_step(strict, "evaluate", model=chain["train"]["model"], examples=chain["ingest"]["examples"])
+    verdict = run_step(strict, "evaluate", **artifacts.inputs_from("evaluate", chain))
     assert verdict["blessed"] is False
     assert verdict["baseline_version"] == serving_before[-1]
     assert any(r.startswith("auc = ") and r.endswith("fails lower bound 0.999") for r in verdict["reasons"])
