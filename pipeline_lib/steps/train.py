@@ -145,14 +145,16 @@ def run(config, output_dir: Path, transform_graph: str, transformed_examples: st
     eval_ds = dataset(config, transformed, "eval", spec, model.input_names, training=False)
     backup_dir = output_dir.parent / f".{output_dir.name}.backup"
     steps_per_epoch = math.ceil(training.steps / training.epochs)
+    # the eval split's size, from transform's result: with steps_per_execution > 1 Keras must be told
+    eval_steps = max(1, math.ceil(artifacts.read_result(transformed.parent)["rows"]["eval"] / training.batch_size))
     timings, start = {}, time.perf_counter()
     with artifacts.atomic_dir(output_dir) as tmp:
         history = model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=training.epochs,
-                            validation_data=eval_ds, verbose=2,
+                            validation_data=eval_ds, validation_steps=eval_steps, verbose=2,
                             callbacks=callbacks(config, backup_dir, tmp / TENSORBOARD))
         shutil.rmtree(backup_dir, ignore_errors=True)  # BackupAndRestore empties it but leaves it
         timings["fit"], start = time.perf_counter() - start, time.perf_counter()
-        eval_metrics = model.evaluate(eval_ds, return_dict=True, verbose=0)
+        eval_metrics = model.evaluate(eval_ds, steps=eval_steps, return_dict=True, verbose=0)
         timings["evaluate"], start = time.perf_counter() - start, time.perf_counter()
         log.info("eval metrics: %s", eval_metrics)
         export(model, tf_transform_output, config.label.raw_columns, tmp / MODEL)

@@ -30,7 +30,8 @@ def _encode(batch_and_passthrough):
 def run(config, output_dir: Path, examples: str, schema: str) -> dict:
     examples = Path(examples)
     raw_schema = text_format.Parse(Path(schema).read_text(), schema_pb2.Schema())  # TFDV's import: seconds
-    num_rows = sum(artifacts.read_result(examples)["rows"].values())
+    rows = artifacts.read_result(examples)["rows"]
+    num_rows = sum(rows.values())
     preprocessing_fn = user_module.preprocessing_fn(config)
     with artifacts.atomic_dir(output_dir) as tmp, tempfile.TemporaryDirectory() as beam_tmp:
         with beam.Pipeline(options=pipeline_options(config, num_rows, beam_tmp)) as p, \
@@ -51,6 +52,6 @@ def run(config, output_dir: Path, examples: str, schema: str) -> dict:
         # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_feature_spec() reads
         metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema), str(tmp / TRANSFORM_GRAPH / "metadata"))
         result = {"transform_graph": str(output_dir / TRANSFORM_GRAPH),
-                  "transformed_examples": str(output_dir / TRANSFORMED)}
+                  "transformed_examples": str(output_dir / TRANSFORMED), "rows": rows}
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)
     return result

@@ -64,5 +64,6 @@ def build_model(config, tf_transform_output) -> keras.Model:
     model = keras.Model(inputs, output)
     model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate),
                   loss="binary_crossentropy",
-                  metrics=[keras.metrics.BinaryAccuracy(), keras.metrics.AUC(name="auc")])
+                  metrics=[keras.metrics.BinaryAccuracy(), keras.metrics.AUC(name="auc")],
+                  steps_per_execution=config.training.steps_per_execution)
     return model
