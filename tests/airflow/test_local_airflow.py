@@ -144,10 +144,11 @@ def test_rest_trigger_with_params_runs_taxi_tips_to_success(airflow):
 
 def backfill(env: dict, start: dt.date, end: dt.date, *options: str) -> None:
     # each day a forced retrain: every candidate that meets the value thresholds is pushed
-    subprocess.run([str(REPO / ".venv-airflow" / "bin" / "airflow"), "backfill", "create", "--dag-id", "taxi_tips",
-                    "--from-date", str(start), "--to-date", str(end), "--max-active-runs", "1",
-                    "--dag-run-conf", json.dumps({"skip_change_threshold": True}), *options],
-                   env=env, cwd=REPO, check=True, capture_output=True, text=True)
+    proc = subprocess.run([str(REPO / ".venv-airflow" / "bin" / "airflow"), "backfill", "create", "--dag-id", "taxi_tips",
+                           "--from-date", str(start), "--to-date", str(end), "--max-active-runs", "1",
+                           "--dag-run-conf", json.dumps({"skip_change_threshold": True}), *options],
+                          env=env, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 def results(env: dict, step: str) -> dict[dt.date, dict | None]:
@@ -184,6 +185,9 @@ def test_re_running_a_date_replaces_its_artifacts_and_pushes_no_second_version(a
     day = DATES[3]
     before = {step: results(env, step)[day] for step in ("ingest", "push")}
     ingested_at = (Path(before["ingest"]["examples"]) / "result.json").stat().st_mtime
+    # one backfill per DAG at a time: the scheduler marks the last one complete (every 30 s) first
+    api.wait(lambda: all(b["completed_at"] for b in api.call("GET", "/api/v2/backfills?dag_id=taxi_tips")["backfills"]),
+             "the 7-day backfill to be marked complete", 120)
     backfill(env, day, day, "--reprocess-behavior", "completed")  # clears the date's run: it runs again
 
     def rerun_done():
