@@ -109,6 +109,10 @@ def airflow(tmp_path_factory):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
         log.close()
+        # make exits at once; the script then stops each component (SIGINT, SIGKILL after 30 s)
+        deadline = time.monotonic() + 60
+        while processes_of(home) and time.monotonic() < deadline:
+            time.sleep(1)
         assert processes_of(home) == [], "left running"
     with pytest.raises(urllib.error.URLError):  # nothing answers on the port any more
         urllib.request.urlopen(url + "/api/v2/monitor/health", timeout=5)
