@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import apache_beam as beam
+from apache_beam.internal.cloudpickle import cloudpickle
 import tensorflow_transform.beam as tft_beam
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -33,6 +34,9 @@ def run(config, output_dir: Path, examples: str, schema: str) -> dict:
     rows = artifacts.read_result(examples)["rows"]
     num_rows = sum(rows.values())
     preprocessing_fn = user_module.preprocessing_fn(config)
+    # the module was loaded from its file, so Beam's workers (other processes, Dataflow) cannot
+    # import it: its functions travel by value in the pickled pipeline
+    cloudpickle.register_pickle_by_value(user_module.load(config))
     with artifacts.atomic_dir(output_dir) as tmp, tempfile.TemporaryDirectory() as beam_tmp:
         with beam.Pipeline(options=pipeline_options(config, num_rows, beam_tmp)) as p, \
                 tft_beam.Context(temp_dir=beam_tmp):

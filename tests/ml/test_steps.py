@@ -132,6 +132,19 @@ def test_transform_computes_the_label_and_keeps_the_raw_metadata(chain, config):
     assert sum(value(e, "big_tipper") for e in xf) == big_tippers
 
 
+def test_transform_in_beam_worker_processes_writes_the_same_examples(chain, make_config):
+    """`auto` runs big spans on worker processes, which cannot import the user module loaded from
+    its file: its preprocessing_fn must travel by value (it failed with ModuleNotFoundError)."""
+    parallel = make_config({"beam": {"direct_running_mode": "multi_processing", "direct_num_workers": 2}},
+                           name="taxi_workers")
+    result = run_step(parallel, "transform", **artifacts.inputs_from("transform", chain))
+    for split in ingest.SPLITS:
+        made = [read_examples(Path(r["transformed_examples"]) / split) for r in (result, chain["transform"])]
+        workers, in_process = ([e.SerializeToString(deterministic=True) for e in examples] for examples in made)
+        assert len(workers) == chain["ingest"]["rows"][split]
+        assert sorted(workers) == sorted(in_process)
+
+
 def test_trained_model_serves_raw_examples_without_the_label(chain):
     model = tf.saved_model.load(chain["train"]["model"])
     assert {"serving_default", "transform_features"} <= set(model.signatures)
