@@ -131,8 +131,8 @@ def bench_size(rows: int, work: Path, train_steps: int | None) -> dict:
            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins")}
     base = yaml.safe_load((REPO / "pipelines" / "taxi_tips" / "pipeline.yaml").read_text())
     one_epoch = math.ceil(rows * (100 - base["split"]["eval_percent"]) / 100 / base["training"]["batch_size"])
-    config = write_pipeline(work / "pipelines", {"training": {"steps": train_steps or one_epoch,
-                                                              "epochs": 1 if train_steps is None else base["training"].get("epochs", 4)}})
+    training = {"steps": train_steps} if train_steps else {"steps": one_epoch, "epochs": 1}
+    config = write_pipeline(work / "pipelines", {"training": training})
     subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True)
     dag_seconds, results, durations = run_dag(env)
     figures = step_figures(results, base["training"]["batch_size"])
