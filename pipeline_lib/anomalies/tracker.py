@@ -10,6 +10,7 @@ anomaly again means data the acceptance did not cover (another new value, drift 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -22,6 +23,8 @@ from pipeline_lib import settings
 from pipeline_lib.anomalies.models import OPEN, SEVERITIES, Anomaly, Occurrence, now
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# alembic's command API keeps its context in module globals: one migration at a time per process
+_MIGRATING = threading.Lock()
 NEW, REOPENED, RECURRING = "new", "reopened", "recurring"
 
 
@@ -50,7 +53,7 @@ class Tracker:
     def migrate(self, revision: str = "head") -> None:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as connection:
+        with _MIGRATING, self.engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, revision)
 

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import pytest
 from conftest import REPO
@@ -40,6 +41,26 @@ def test_migrations_create_the_tables_in_a_sqlite_file(db_url, tmp_path):
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"anomaly", "anomaly_occurrence", "alembic_version"} <= tables
         assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+
+
+def test_trackers_started_in_parallel_threads_all_work(db_url):
+    """Threads of one process (the anomaly UI's requests, dag.test's tasks) each start a tracker;
+    alembic keeps its context in module globals, which raced (KeyError: 'script')."""
+    Tracker(db_url)
+    errors = []
+
+    def start():
+        try:
+            Tracker(db_url).list()
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=start) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
 
 
 def test_an_existing_database_is_upgraded_with_its_records(db_url):
