@@ -10,12 +10,15 @@ A step imports only the libraries it uses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -57,6 +60,25 @@ def peak_rss_mib() -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 
 
+@contextlib.contextmanager
+def scratch_space(step: str):
+    """The step's temporary files (AutoGraph's generated modules, Beam's temp and cache folders,
+    TFT's and TFMA's) in one folder of its own, removed with the step: Python's default temp folder
+    and TMPDIR for the processes it starts."""
+    scratch = tempfile.mkdtemp(prefix=f"{step}-scratch-")
+    previous = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = scratch
+    try:
+        yield
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if previous[0] is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = previous[0]
+        tempfile.tempdir = previous[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -67,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "ingest":
         kwargs["rows_file"] = args.rows_file
     try:
-        config = load_config(args.config)
-        step = importlib.import_module(f"pipeline_lib.steps.{args.step}")
-        result = step.run(config, output_dir=args.output_dir, **kwargs)
+        with scratch_space(args.step):
+            config = load_config(args.config)
+            step = importlib.import_module(f"pipeline_lib.steps.{args.step}")
+            result = step.run(config, output_dir=args.output_dir, **kwargs)
         code = 0
     except Exception as e:  # the step's own message goes back to Airflow
         traceback.print_exc()

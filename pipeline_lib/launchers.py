@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline_lib import settings
+from pipeline_lib import fork_server, settings
 
 
 class StepFailed(RuntimeError):
@@ -32,10 +32,6 @@ def cli_args(step: str, args: dict[str, str], result_file: str | Path) -> list[s
     for key, value in args.items():
         out += [f"--{key.replace('_', '-')}", str(value)]
     return out
-
-
-def step_command(python: Path, step: str, args: dict[str, str], result_file: Path) -> list[str]:
-    return [str(python), "-m", "pipeline_lib.cli", *cli_args(step, args, result_file)]
 
 
 def in_image(args: dict[str, str], pipelines_dir: str) -> dict[str, str]:
@@ -85,30 +81,57 @@ def custom_job_spec(vertex, step: str, args: dict[str, str], display_name: str, 
 
 
 class LocalLauncher:
-    """The ML venv's python as a subprocess (the local default). The result carries the step
-    process's wall time and peak memory under `launch`, so XCom (and the benchmark) show them."""
+    """The ML venv's python next to the worker (the local default): forked from the warm ML process
+    (fork_server.py) when it can be reached or started, else a plain subprocess; the same command,
+    log, result and exit status either way. The result carries the step process's wall time and peak
+    memory under `launch`, so XCom (and the benchmark) show them. The step's temporary files go to
+    a folder of its own (TMPDIR), removed with it even when the step is killed."""
 
     def __init__(self, python: Path | None = None, env: dict[str, str] | None = None):
         self.python = Path(python or settings.ml_python())
         self.env = env or {}
+        self.process = None
 
     def run(self, step: str, args: dict[str, str], log: Callable[[str], None] = print) -> dict:
         if not self.python.exists():
             raise StepFailed(f"ML environment not found at {self.python} (run `make envs`)")
         with tempfile.TemporaryDirectory(prefix=f"{step}-") as tmp:
-            result_file = Path(tmp) / "result.json"
-            cmd = step_command(self.python, step, args, result_file)
+            argv = cli_args(step, args, Path(tmp) / "result.json")
+            cmd = [str(self.python), "-m", "pipeline_lib.cli", *argv]
             log("launching: " + " ".join(cmd))
             env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "1", **self.env}
             env.pop("PYTHONPATH", None)  # the Airflow env's paths must not leak into the ML env
             start = time.perf_counter()
-            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  env=env, bufsize=1) as proc:
-                for line in proc.stdout:
+            self.process = self._start(cmd, argv, {**env, "TMPDIR": tmp}, env, log)
+            try:
+                for line in self.process.stdout:
                     log(line.rstrip("\n"))
+                returncode = self.process.wait()
+            finally:
+                self.process.stdout.close()
+            result_file = Path(tmp) / "result.json"
             result = json.loads(result_file.read_text()) if result_file.exists() else {}
             launch = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mib": result.pop("peak_rss_mib", None)}
             log(f"{step} ran {launch['seconds']:.1f} s, peak RSS {launch['peak_rss_mib']} MiB")
-        if proc.returncode != 0 or "error" in result:
-            raise StepFailed(result.get("error") or f"step {step} exited with {proc.returncode}")
+        if returncode != 0 or "error" in result:
+            raise StepFailed(result.get("error") or f"step {step} exited with {returncode}")
         return {**result, "launch": launch}
+
+    def _start(self, cmd: list[str], argv: list[str], env: dict[str, str], server_env: dict[str, str],
+               log: Callable[[str], None]):
+        """The step (`cmd`, or the CLI's `argv` in a fork) forked by the warm ML process, or a
+        subprocess when there is none to be had."""
+        if settings.fork_server():
+            try:
+                step = fork_server.ForkedStep(fork_server.connect(self.python, settings.runtime_dir(), server_env),
+                                              argv, env, os.getcwd())
+                log(f"forked as pid {step.pid} from the warm ML process (pipeline_lib/fork_server.py)")
+                return step
+            except fork_server.Unavailable as e:
+                log(f"no warm ML process ({e}): running a fresh process")
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
+
+    def on_kill(self):
+        """A killed task kills its step (forked steps are not the task's children)."""
+        if self.process:
+            self.process.kill()

@@ -38,3 +38,13 @@ def ml_python() -> Path:
 def anomaly_db_url() -> str:
     """The anomaly tracker's database (a SQLAlchemy URL, e.g. postgresql+psycopg2://...)."""
     return os.environ.get("PIPELINE_ANOMALY_DB") or f"sqlite:///{REPO_ROOT / '.data' / 'anomalies.db'}"
+
+
+def runtime_dir() -> Path:
+    """Where the local launcher's warm ML process listens (Unix sockets: keep the path short)."""
+    return _path("PIPELINE_RUNTIME_DIR", REPO_ROOT / ".data" / "run")
+
+
+def fork_server() -> bool:
+    """Local steps fork from a warm ML process (pipeline_lib/fork_server.py) unless set to 0."""
+    return os.environ.get("PIPELINE_FORK_SERVER", "1") != "0"
