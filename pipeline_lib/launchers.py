@@ -99,8 +99,7 @@ class LocalLauncher:
             argv = cli_args(step, args, Path(tmp) / "result.json")
             cmd = [str(self.python), "-m", "pipeline_lib.cli", *argv]
             log("launching: " + " ".join(cmd))
-            env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "1", **self.env}
-            env.pop("PYTHONPATH", None)  # the Airflow env's paths must not leak into the ML env
+            env = self.environment()
             start = time.perf_counter()
             self.process = self._start(cmd, argv, {**env, "TMPDIR": tmp}, env, log)
             try:
@@ -116,6 +115,11 @@ class LocalLauncher:
         if returncode != 0 or "error" in result:
             raise StepFailed(result.get("error") or f"step {step} exited with {returncode}")
         return {**result, "launch": launch}
+
+    def environment(self) -> dict[str, str]:
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "1", **self.env}
+        env.pop("PYTHONPATH", None)  # the Airflow env's paths must not leak into the ML env
+        return env
 
     def _start(self, cmd: list[str], argv: list[str], env: dict[str, str], server_env: dict[str, str],
                log: Callable[[str], None]):

@@ -58,7 +58,7 @@ class MLStepOperator(BaseOperator):
             raise AirflowException(f"{self.step} failed: {e}") from None
 
     def on_kill(self):
-        """A killed task stops its pod or cancels its Vertex AI job (a local step dies with the task)."""
+        """A killed task kills its local step, deletes its pod or cancels its Vertex AI job."""
         getattr(getattr(self, "launcher", None), "on_kill", lambda: None)()
 
 

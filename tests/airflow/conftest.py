@@ -19,8 +19,18 @@ os.environ.update({
     "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    "PIPELINE_RUNTIME_DIR": str(_HOME / "run"),  # the warm ML process the local launcher starts
 })
 sys.path[:0] = [str(REPO / "plugins"), str(REPO / "tests")]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_ml_process():
+    """The warm ML processes that steps started (pipeline_lib/fork_server.py) stop with the session."""
+    yield
+    from pipeline_lib import fork_server
+
+    fork_server.stop(_HOME / "run")
 
 
 @pytest.fixture(scope="session")

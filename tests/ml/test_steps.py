@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,19 @@ def test_step_cli_reports_the_error_as_json(make_config, tmp_path):
     assert proc.returncode == 1
     assert "no_such_table does not exist" in json.loads(result_file.read_text())["error"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_step_leaves_nothing_in_the_system_temp_folder(chain, config, tmp_path):
+    """Transform writes AutoGraph modules, Beam temp folders and TFT's temp dirs: all in the step's
+    scratch folder, gone with it (the CLI, as a pod or a Vertex AI job runs it)."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in artifacts.inputs_from("transform", chain).items()]
+    proc = subprocess.run([sys.executable, "-m", "pipeline_lib.cli", "transform", "--config",
+                           str(config.config_dir / "pipeline.yaml"), "--output-dir", str(tmp_path / "out"), *args],
+                          capture_output=True, text=True, env={**os.environ, "TMPDIR": str(system_tmp)})
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert sorted(p.name for p in system_tmp.iterdir()) == []
 
 
 def test_validate_writes_statistics_and_the_clean_slice_passes_the_curated_schema(chain, config):
