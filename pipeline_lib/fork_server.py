@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import hashlib
 import json
 import os
@@ -306,6 +307,10 @@ def main():
     start = time.perf_counter()
     for module in STACK:
         importlib.import_module(module)
+    # the imported objects go to the permanent generation: the children's collections skip them
+    # (else each full collection walks the whole stack, and copies its pages out of the parent)
+    gc.collect()
+    gc.freeze()
     server = Server(args.socket, args.python)
     print(f"fork server {os.getpid()} on {args.socket}: imported the ML stack in "
           f"{time.perf_counter() - start:.1f} s", flush=True)
