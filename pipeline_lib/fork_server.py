@@ -95,8 +95,8 @@ def _start(python: Path, path: Path, env: dict[str, str]) -> socket.socket:
     tmp.mkdir(exist_ok=True)
     with open(path.with_suffix(".log"), "ab") as log:
         server = subprocess.Popen([str(python), "-m", "pipeline_lib.fork_server", "--socket", str(path),
-                                   "--python", str(python)], env={**env, "TMPDIR": str(tmp)}, stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+                                   "--python", str(python)], env={**env, "TMPDIR": str(tmp)},
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         sock = _connect_once(path)
@@ -115,13 +115,15 @@ class ForkedStep:
 
     def __init__(self, sock: socket.socket, argv: list[str], env: dict[str, str], cwd: str):
         read_end, write_end = os.pipe()
-        try:
-            socket.send_fds(sock, [json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()], [write_end])
-        finally:
-            os.close(write_end)
         self.sock, self.returncode = sock, None
         self.stdout = open(read_end, encoding="utf-8", errors="replace")
-        reply = self._receive()
+        try:
+            socket.send_fds(sock, [json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()], [write_end])
+            reply = self._receive()
+        except OSError as e:  # a server that just retired; it kills a child whose client hung up
+            reply = {"error": str(e)}
+        finally:
+            os.close(write_end)
         if "pid" not in reply:
             self.close()
             raise Unavailable(f"the fork server refused the step: {reply}")
