@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from pipeline_lib import settings
 from pipeline_lib.artifacts import STEPS
@@ -368,6 +368,22 @@ class Validation(_Strict):
     wait_timeout_seconds: PositiveInt = 24 * 3600
     poke_interval_seconds: PositiveInt = 300
 
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _one_severity_is_the_schemas(cls, value):
+        """`severity: blocking` (the older form) sets the schema checks' severity."""
+        return {"schema": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _severity_keys_are_kinds(self):
+        maps = [("validation.severity", self.severity)] + [
+            (f"validation.features.{f}.severity", c.severity) for f, c in self.features.items() if isinstance(c.severity, dict)]
+        for field, table in maps:
+            unknown = sorted(k for k in table if k not in DEFAULT_SEVERITY and not k.isupper())
+            if unknown:
+                raise ValueError(f"{field}: {unknown} are neither kind groups {sorted(DEFAULT_SEVERITY)} nor kinds (UPPER_CASE)")
+        return self
+
     def severity_of(self, feature: str, kind: str) -> str:
         """Most specific first: the feature's (kind, group, all), then the pipeline's, then the default."""
         group = kind_group(kind)
@@ -416,6 +432,13 @@ class PipelineConfig(_Strict):
         unknown = sorted(set(self.validation.features) - set(self.raw_columns()))
         if unknown:
             raise ValueError(f"validation.features names columns the pipeline does not read: {unknown}")
+        return self
+
+    @model_validator(mode="after")
+    def _split_key_names_columns(self):
+        unknown = sorted(set(self.split.key) - set(self.raw_columns()))
+        if unknown:
+            raise ValueError(f"split.key names columns the pipeline does not read: {unknown}")
         return self
 
     def raw_columns(self) -> list[str]:

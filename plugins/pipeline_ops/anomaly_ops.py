@@ -5,6 +5,8 @@ ones stay open (AnomaliesResolvedSensor, reschedule mode: no worker slot is held
 
 from __future__ import annotations
 
+import logging
+
 from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator
 from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSensorTimeout
 from sqlalchemy.engine import URL
@@ -97,7 +99,7 @@ def no_data_filer(config_path: str):
         finding = {"feature": "(data)", "kind": NO_DATA, "severity": config.validation.severity_of("(data)", NO_DATA),
                    "description": f"no data arrived for span {span_date(context)}: {context['exception']}",
                    "examples": [], "statistics": None}
-        file_and_alert(config, context, [finding], None, context["ti"].log)
+        file_and_alert(config, context, [finding], None, logging.getLogger(__name__))
 
     return file_no_data
 

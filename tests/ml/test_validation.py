@@ -90,7 +90,7 @@ def test_schema_breaks_are_detected_with_severity_and_examples(broken, rows):
     assert "Expected data of type: FLOAT but got STRING" in found["fare", "UNEXPECTED_DATA_TYPE"]["description"]
     missing = found["trip_miles", "FEATURE_TYPE_LOW_FRACTION_PRESENT"]
     assert missing["severity"] == "warning", "per-feature severity from the config"
-    assert any(e.startswith("missing in ") and e.endswith(("(49%)", "(50%)")) for e in missing["examples"])
+    assert any(e.startswith("missing in ") and e.endswith("(51%)") for e in missing["examples"]), missing["examples"]
     far = found["pickup_latitude", "FLOAT_TYPE_BIG_FLOAT"]
     assert "max 48.5" in far["examples"] and "48.5>42.1" in far["description"]
     assert result["blocking"] == 4
@@ -111,7 +111,7 @@ def test_accept_applies_the_implied_schema_change(broken, rows):
     assert schema_file.read_text().splitlines()[0] == header, "the curators' comments stay"
     schema = tfdv.load_schema_text(str(schema_file))
     assert "Bitcoin" in tfdv.get_domain(schema, "payment_type").value
-    assert tfdv.get_feature(schema, "trip_miles").presence.min_fraction == pytest.approx(0.47), "the lower of the splits"
+    assert tfdv.get_feature(schema, "trip_miles").presence.min_fraction == pytest.approx(0.49), "the lower of the splits"
     assert tfdv.get_feature(schema, "pickup_latitude").float_domain.max == 49
     assert tfdv.get_feature(schema, "trip_seconds").presence.min_count == 0
     with pytest.raises(schema_changes.CannotAccept, match="UNEXPECTED_DATA_TYPE has no schema change"):
@@ -132,9 +132,9 @@ def test_drift_against_the_previous_span(make_config, rows):
     assert result["previous_statistics"] == first["statistics"]["train"]
     (drift,) = result["anomalies"]
     assert (drift["feature"], drift["kind"], drift["severity"]) == ("payment_type", "DRIFT", "warning")
-    assert "largest change of a value's share (L-infinity) 0.6" in drift["description"]
+    assert "largest change of a value's share (L-infinity) 0.470" in drift["description"]
     assert "> threshold 0.15 (p-value" in drift["description"] and drift["splits"] == ["train"]
-    assert drift["examples"][0].startswith("'Credit Card' ") and drift["statistic"] > 0.6
+    assert drift["examples"][0] == "'Credit Card' 30% -> 77%" and drift["statistic"] == pytest.approx(0.47, abs=0.01)
 
 
 def test_skew_against_serving_time_data_which_lacks_the_label(make_config, rows):
@@ -237,6 +237,7 @@ def test_the_split_depends_on_the_key_only(config, rows, tmp_path):
     corrupted = replace(rows, "fare", pc.multiply(rows["fare"], 3.0))
 
     def timestamps(table, folder):
+        folder.mkdir()
         ingest.write_splits(config, table.to_batches(), folder)
         return {split: sorted(value(e) for e in tfrecord_examples(folder / split)) for split in ingest.SPLITS}
 
@@ -275,7 +276,7 @@ def test_the_label_is_checked_after_transform(make_config, rows):
     assert single["splits"] == ["train", "eval"] and collapsed["blocking"] == 1
 
     counts = first["label"]["train"]["counts"]
-    moved = {"0": counts["0"] - counts["1"] // 2, "1": counts["1"] + counts["1"] // 2}
+    moved = {"0": counts["0"] // 2, "1": counts["1"] + counts["0"] // 2}  # big tippers +~35 points
     (share,) = label_check.findings(config, {"train": {"kind": "classes", "counts": moved}}, first["label"])
     assert (share["kind"], share["severity"]) == ("LABEL_SHIFT", "blocking") and "threshold 0.1" in share["description"]
     fares = rows["fare"].drop_null().to_numpy()
