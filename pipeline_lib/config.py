@@ -429,16 +429,10 @@ class PipelineConfig(_Strict):
 
     @model_validator(mode="after")
     def _checks_name_columns(self):
-        unknown = sorted(set(self.validation.features) - set(self.raw_columns()))
-        if unknown:
-            raise ValueError(f"validation.features names columns the pipeline does not read: {unknown}")
-        return self
-
-    @model_validator(mode="after")
-    def _split_key_names_columns(self):
-        unknown = sorted(set(self.split.key) - set(self.raw_columns()))
-        if unknown:
-            raise ValueError(f"split.key names columns the pipeline does not read: {unknown}")
+        for field, names in (("validation.features", self.validation.features), ("split.key", self.split.key)):
+            unknown = sorted(set(names) - set(self.raw_columns()))
+            if unknown:
+                raise ValueError(f"{field} names columns the pipeline does not read: {unknown}")
         return self
 
     def raw_columns(self) -> list[str]:

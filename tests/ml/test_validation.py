@@ -285,3 +285,20 @@ def test_the_label_is_checked_after_transform(make_config, rows):
     assert label_check.findings(config, {"train": label_check.summary(fares[::-1].copy())}, before) == []
     (shifted,) = label_check.findings(config, {"train": label_check.summary(fares * 1.5)}, before)
     assert shifted["kind"] == "LABEL_SHIFT" and "Wasserstein" in shifted["description"]
+
+
+def test_ingest_reads_what_the_table_has_when_columns_are_dropped_or_retyped(make_config, tmp_path):
+    """A column dropped from the warehouse table or changed in type is no ingest error: the rows
+    come through without it / with the new type, for validate to file (the corpus cases above)."""
+    import duckdb
+
+    config = make_config({"source": {"table": "taxi_changed"}}, name="taxi_changed")
+    with duckdb.connect(str(config.source.database_path())) as con:
+        con.execute("CREATE TABLE taxi_changed AS SELECT * EXCLUDE (company, fare), CAST(fare AS VARCHAR) AS fare "
+                    "FROM taxi_trips")
+        assert "company" not in ingest.table_columns(con, "taxi_changed")
+    result = ingest.run(config, tmp_path / "ingest", SPAN)
+    assert sum(result["rows"].values()) > 500
+    (example, *_) = tfrecord_examples(tmp_path / "ingest" / "train")
+    assert "company" not in example.features.feature
+    assert example.features.feature["fare"].bytes_list.value, "fare arrives as the strings the table now holds"
