@@ -31,8 +31,9 @@ FINDINGS = [
     finding("trip_miles", "FEATURE_TYPE_LOW_FRACTION_PRESENT",
             "The feature was present in fewer examples than expected: minimum fraction = 0.990000, actual = 0.506250",
             ["missing in 474 of 960 examples (49%)"]),
-    finding("company", "COMPARATOR_L_INFTY_HIGH", "The Linfty distance between current and previous is 0.4 "
-            "(up to six significant digits), above the threshold 0.1.", ["'Taxi Affiliation Services'"], "warning"),
+    finding("company", "DRIFT", "company changed against the previous span: largest change of a value's share "
+            "(L-infinity) 0.400 > threshold 0.15 (p-value 1.0e-40 < 0.001)", ["'Taxi Affiliation Services' 10% -> 50%"],
+            "warning"),
     finding("(data)", "EMPTY_SPAN", "the span has no rows: nothing in the source for window [2016-12-31, 2017-01-01)", []),
     finding("pickup_latitude", "FLOAT_TYPE_BIG_FLOAT", "Unexpectedly high value: 48.5>42.1(upto six significant digits)",
             ["min 41.7", "max 48.5"]),
@@ -121,7 +122,7 @@ def test_filed_once_alerted_once_blocking_until_resolved_or_accepted(isolated, a
 
     tracker = Tracker()
     for record in records:
-        if record["kind"] == "COMPARATOR_L_INFTY_HIGH":
+        if record["kind"] == "DRIFT":
             assert accept(tracker, record["id"], "dana")["status"] == "accepted"
         else:
             tracker.resolve(record["id"], "erin", note="reloaded the export")
