@@ -56,6 +56,13 @@ def step_dir(pipeline: str, span_date: dt.date, step: str) -> Path:
     return run_dir(pipeline, span_date) / step
 
 
+def previous_run_file(pipeline: str, span_date: dt.date, step: str, name: str) -> Path | None:
+    """`<step>/<name>` of the newest earlier span of this pipeline that has one, if any."""
+    runs = pipeline_root(pipeline) / "runs"
+    earlier = sorted(p for p in runs.glob(f"*/{step}/{name}") if p.parent.parent.name < span_date.isoformat())
+    return earlier[-1] if earlier else None
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path):
     """Yield a scratch folder that replaces `final` only if the block succeeds."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from pipeline_lib import settings
 from pipeline_lib.artifacts import STEPS
@@ -90,7 +90,11 @@ class Label(_Strict):
 
 
 class Split(_Strict):
+    """Rows go to eval by a hash of the `key` columns only (default: the source's timestamp column),
+    so a corrupted feature column cannot move rows between train and eval."""
+
     eval_percent: int = Field(default=20, ge=1, le=99)
+    key: list[str] = Field(default=[], description="columns hashed to choose the split; [] = the timestamp column")
 
 
 class UserModule(_Strict):
@@ -323,13 +327,25 @@ class Alerts(_Strict):
 Severity = Literal["blocking", "warning"]
 
 
-class FeatureChecks(_Strict):
-    """One feature's thresholds (L-infinity distance for strings, Jensen-Shannon divergence for
-    numbers) and the severity of its anomalies."""
+# what a finding's kind is grouped under for its severity (other kinds: TFDV's schema checks)
+KIND_GROUPS = {"DRIFT": "drift", "SKEW": "skew", "EMPTY_SPAN": "data", "EMPTY_SPLIT": "data",
+               "UNREADABLE_DATA": "data", "NO_DATA": "data"}
+DEFAULT_SEVERITY = {"schema": "blocking", "data": "blocking", "label": "blocking", "drift": "warning", "skew": "warning"}
 
-    drift: float | None = Field(default=None, gt=0, le=1, description="against the previous span")
-    skew: float | None = Field(default=None, gt=0, le=1, description="training vs serving-time data")
-    severity: Severity | None = None
+
+def kind_group(kind: str) -> str:
+    return "label" if kind.startswith("LABEL_") else KIND_GROUPS.get(kind, "schema")
+
+
+class FeatureChecks(_Strict):
+    """One feature's drift and skew thresholds (numbers: Wasserstein distance over the inner
+    quantiles / the reference's interdecile range; strings: the largest change of a value's share),
+    and its severity: one for all kinds, or per kind group (schema, drift, skew, data, label) or
+    per exact kind (e.g. FEATURE_TYPE_LOW_FRACTION_PRESENT)."""
+
+    drift: float | None = Field(default=None, gt=0, description="against the previous span")
+    skew: float | None = Field(default=None, gt=0, description="training vs serving-time data")
+    severity: Severity | dict[str, Severity] | None = None
 
 
 class Validation(_Strict):
@@ -337,16 +353,48 @@ class Validation(_Strict):
     per-feature checks, and how long a blocked run waits for its anomalies to be resolved."""
 
     schema_file: str = "schema.pbtxt"
-    severity: Severity = Field(default="blocking", description="for features without their own")
+    severity: dict[str, Severity] = Field(default={}, description=(
+        "per kind group or exact kind, over the defaults: schema, data, label blocking; drift, skew warning"))
     features: dict[str, FeatureChecks] = {}
+    significance: float = Field(default=0.001, gt=0, lt=1, description=(
+        "drift/skew also needs a test (KS for numbers, chi-square for strings) below this p-value: "
+        "small spans cannot alarm on noise"))
+    label_shift: float = Field(default=0.1, gt=0, description=(
+        "after transform: a class share moved by more, or a regression label's distance (as drift), blocks"))
+    worse_margin: float = Field(default=0.5, gt=0, description=(
+        "an acknowledged/accepted drift reopens when its statistic exceeds the alerted one by this fraction"))
     serving_data: str = Field(default="serving_data/*.tfrecord",
                               description="serving-time tf.Examples; relative to the pipeline's artifact folder")
     wait_timeout_seconds: PositiveInt = 24 * 3600
     poke_interval_seconds: PositiveInt = 300
 
-    def severity_of(self, feature: str) -> str:
-        checks = self.features.get(feature)
-        return (checks and checks.severity) or self.severity
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _one_severity_is_the_schemas(cls, value):
+        """`severity: blocking` (the older form) sets the schema checks' severity."""
+        return {"schema": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _severity_keys_are_kinds(self):
+        maps = [("validation.severity", self.severity)] + [
+            (f"validation.features.{f}.severity", c.severity) for f, c in self.features.items() if isinstance(c.severity, dict)]
+        for field, table in maps:
+            unknown = sorted(k for k in table if k not in DEFAULT_SEVERITY and not k.isupper())
+            if unknown:
+                raise ValueError(f"{field}: {unknown} are neither kind groups {sorted(DEFAULT_SEVERITY)} nor kinds (UPPER_CASE)")
+        return self
+
+    def severity_of(self, feature: str, kind: str) -> str:
+        """Most specific first: the feature's (kind, group, all), then the pipeline's, then the default."""
+        group = kind_group(kind)
+        own = (self.features.get(feature) or FeatureChecks()).severity
+        if isinstance(own, str):
+            return own
+        for table in (own or {}, self.severity, DEFAULT_SEVERITY):
+            for key in (kind, group):
+                if key in table:
+                    return table[key]
+        return "blocking"
 
 
 class PipelineConfig(_Strict):
@@ -381,9 +429,10 @@ class PipelineConfig(_Strict):
 
     @model_validator(mode="after")
     def _checks_name_columns(self):
-        unknown = sorted(set(self.validation.features) - set(self.raw_columns()))
-        if unknown:
-            raise ValueError(f"validation.features names columns the pipeline does not read: {unknown}")
+        for field, names in (("validation.features", self.validation.features), ("split.key", self.split.key)):
+            unknown = sorted(set(names) - set(self.raw_columns()))
+            if unknown:
+                raise ValueError(f"{field} names columns the pipeline does not read: {unknown}")
         return self
 
     def raw_columns(self) -> list[str]:

@@ -17,7 +17,7 @@ from pipeline_lib.anomalies.tracker import Tracker, TrackerError
 
 def _row(a: dict) -> str:
     return (f"#{a['id']:<4} {a['status']:<12} {a['severity']:<8} {a['pipeline']}/{a['feature']}: {a['kind']} "
-            f"(seen {a['occurrences']}x, last span {a['last_span']})")
+            f"(seen {a['occurrences']}x, last span {a['last_span']}){' NOT ALERTED' if a['alert_pending'] else ''}")
 
 
 def show(a: dict) -> str:

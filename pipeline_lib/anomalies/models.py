@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 STATUSES = ("open", "acknowledged", "resolved", "accepted")
@@ -47,6 +47,7 @@ class Anomaly(Base):
     schema_diff: Mapped[str | None] = mapped_column(Text, doc="what `accept` changed in the schema")
     alert_pending: Mapped[bool] = mapped_column(Boolean, default=False,
                                                 doc="new or reopened, and its alert not yet delivered")
+    statistic: Mapped[float | None] = mapped_column(Float, doc="drift/skew statistic when last alerted")
     runs: Mapped[list[Occurrence]] = relationship(back_populates="anomaly", order_by="Occurrence.id",
                                                   cascade="all, delete-orphan")
 

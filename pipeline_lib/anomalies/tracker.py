@@ -2,9 +2,12 @@
 
 Recurrence rule: the same (pipeline, feature, kind) never opens a second record. Seen again it
 counts one more occurrence and links the new run; an open or acknowledged record stays as it is
-(no new alert), a resolved or accepted one is reopened (and alerted again). Reopening an accepted
-record is deliberate: `accept` changed the schema so that the data it saw passes, so the same
-anomaly again means data the acceptance did not cover (another new value, drift beyond it).
+(no new alert) unless it is materially worse, a resolved or accepted one is reopened (and alerted
+again). Reopening an accepted record is deliberate: `accept` changed the schema so that the data it
+saw passes, so the same anomaly again means data the acceptance did not cover (another new value,
+drift beyond it). Materially worse: a statistic (drift, skew) above the one last alerted by more
+than `worse_margin`, or a value (`values`: e.g. unexpected strings) not seen in any earlier run; an
+open or acknowledged record is then reopened and alerted again (outcome "worse").
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pipeline_lib.anomalies.models import OPEN, SEVERITIES, Anomaly, Occurrence,
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # alembic's command API keeps its context in module globals: one migration at a time per process
 _MIGRATING = threading.Lock()
-NEW, REOPENED, RECURRING = "new", "reopened", "recurring"
+NEW, REOPENED, RECURRING, WORSE = "new", "reopened", "recurring", "worse"
 
 
 class TrackerError(ValueError):
@@ -34,6 +37,15 @@ class TrackerError(ValueError):
 
 def _sqlite_foreign_keys(dbapi_connection, _record):
     dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def _worse(record: Anomaly, finding: dict, margin: float) -> bool:
+    """Beyond the alerted statistic by `margin`, or a value no earlier run showed."""
+    statistic = finding.get("statistic")
+    if statistic is not None and record.statistic is not None and statistic > record.statistic * (1 + margin):
+        return True
+    seen = {v for r in record.runs for v in r.examples}
+    return bool(set(finding.get("values") or ()) - seen)
 
 
 class Tracker:
@@ -63,11 +75,13 @@ class Tracker:
     # -- filing ---------------------------------------------------------------------------------
 
     def file(self, pipeline: str, span: dt.date, run_id: str, findings: list[dict], *,
-             owner: str | None = None, run_url: str | None = None, statistics: str | None = None) -> list[dict]:
+             owner: str | None = None, run_url: str | None = None, statistics: str | None = None,
+             worse_margin: float = 0.5) -> list[dict]:
         """Record one run's findings (dicts with feature, kind, description, severity, examples and
-        optionally the statistics they were found in, else the run's `statistics`). Returns each
-        record with `outcome` (new, reopened or recurring) and `alert_pending`: a new or reopened
-        record stays pending until `alerted`, so an alert that failed is sent by the next filing."""
+        optionally the statistics they were found in, else the run's `statistics`; a `statistic`
+        value and new `values` to judge a recurrence by). Returns each record with `outcome` (new,
+        reopened, worse or recurring) and `alert_pending`: a new, reopened or worse record stays
+        pending until `alerted`, so an alert that failed or had no channel goes out later."""
         out = []
         with self.session() as s, s.begin():
             for f in findings:
@@ -82,8 +96,11 @@ class Tracker:
                                      owner=owner, first_span=span, last_span=span, occurrences=0, alert_pending=True)
                     s.add(record)
                     outcome = NEW
-                elif record.status in OPEN:
+                elif record.status in OPEN and not _worse(record, f, worse_margin):
                     outcome = RECURRING
+                elif record.status in OPEN:
+                    outcome = WORSE
+                    record.status, record.alert_pending = "open", True
                 else:
                     outcome = REOPENED
                     record.status, record.resolved_by, record.resolved_at = "open", None, None
@@ -95,10 +112,19 @@ class Tracker:
                                                   statistics=f.get("statistics") or statistics,
                                                   description=f["description"], examples=examples))
                 record.description, record.severity, record.examples = f["description"], f["severity"], examples
+                if outcome != RECURRING and f.get("statistic") is not None:
+                    record.statistic = f["statistic"]
                 record.last_span, record.updated_at = max(record.last_span, span), now()
                 s.flush()
                 out.append({**record.as_dict(), "outcome": outcome})
         return out
+
+    def pending_alerts(self, pipeline: str) -> list[dict]:
+        """Records whose alert has not gone out (failed, or no channel was configured)."""
+        with self.session() as s:
+            query = select(Anomaly).options(selectinload(Anomaly.runs)).where(
+                Anomaly.pipeline == pipeline, Anomaly.alert_pending.is_(True)).order_by(Anomaly.id)
+            return [a.as_dict() for a in s.scalars(query)]
 
     def alerted(self, anomaly_id: int) -> None:
         with self.session() as s, s.begin():

@@ -1,6 +1,8 @@
 """Ingest: the span's rows from the warehouse -> tf.Examples in TFRecords, split train/eval by a
-deterministic hash of each row's values (the same row always lands in the same split). Rows stream
-through in batches, so memory stays flat however many rows the window holds."""
+deterministic hash of the row's `split.key` columns (the same row always lands in the same split,
+whatever happens to its other columns). Rows stream through in batches, so memory stays flat however
+many rows the window holds. A configured column the table lacks is left out (validate files it as
+missing), not an error."""
 
 from __future__ import annotations
 
@@ -35,14 +37,23 @@ def batches(config, start: dt.datetime, end: dt.datetime, rows_file: Path | None
                 yield reader.get_batch(i)
         return
     src = config.source
-    cols = ", ".join(f'"{c}"' for c in config.raw_columns())
     bounds = [start, end]
     if src.timestamp_unit == "epoch_seconds":
         bounds = [int(b.timestamp()) for b in bounds]
-    sql = (f'SELECT {cols} FROM {src.table} WHERE "{src.timestamp_column}" >= ? '
-           f'AND "{src.timestamp_column}" < ? ORDER BY "{src.timestamp_column}"')
     with duckdb.connect(str(src.database_path()), read_only=True) as con:
+        present = table_columns(con, src.table)
+        missing = [c for c in config.raw_columns() if c not in present]
+        if missing:
+            log.warning("%s lacks the configured columns %s: left out, validate files them", src.table, missing)
+        cols = ", ".join(f'"{c}"' for c in config.raw_columns() if c in present)
+        sql = (f'SELECT {cols} FROM {src.table} WHERE "{src.timestamp_column}" >= ? '
+               f'AND "{src.timestamp_column}" < ? ORDER BY "{src.timestamp_column}"')
         yield from con.sql(sql, params=bounds).to_arrow_reader(BATCH_ROWS)
+
+
+def table_columns(con, table: str) -> dict[str, str]:
+    """The table's columns and their SQL types, as the warehouse has them now."""
+    return {name: kind for name, kind, *_ in con.sql(f"DESCRIBE {table}").fetchall()}
 
 
 def _as_feature_list(column: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -70,10 +81,15 @@ def to_examples(table: pa.Table | pa.RecordBatch) -> list[bytes]:
     return example_coder.RecordBatchToExamplesEncoder().encode(batch)
 
 
-def row_keys(table: pa.Table | pa.RecordBatch) -> list[str]:
-    """Each row's values as one string: the split's hash input (serialized tf.Examples are not
-    byte-stable, their feature map order varies)."""
-    columns = [pc.fill_null(table[c].cast(pa.string()), "\x00") for c in sorted(table.schema.names)]
+def split_key(config) -> list[str]:
+    return config.split.key or [config.source.timestamp_column]
+
+
+def row_keys(table: pa.Table | pa.RecordBatch, key: list[str]) -> list[str]:
+    """Each row's `key` values as one string: the split's hash input (a key column the table
+    lacks counts as null)."""
+    columns = [pc.fill_null(table[c].cast(pa.string()), "\x00") if c in table.schema.names
+               else pa.array(["\x00"] * table.num_rows) for c in key]
     return pc.binary_join_element_wise(*columns, "\x1f").to_pylist()
 
 
@@ -91,7 +107,7 @@ def write_splits(config, batches: Iterable[pa.RecordBatch], folder: Path) -> dic
             (folder / split).mkdir()
             out[split] = files.enter_context(open(folder / split / "data.tfrecord", "wb"))
         for batch in batches:
-            for key, example in zip(row_keys(batch), to_examples(batch)):
+            for key, example in zip(row_keys(batch, split_key(config)), to_examples(batch)):
                 split = split_of(key, config.split.eval_percent)
                 tfrecord.write_record(out[split], example)
                 rows[split] += 1

@@ -1,8 +1,10 @@
 """Transform: tf.Transform analyzes the training split and transforms both splits; the transform
-graph is saved so that training and serving apply exactly the same transformation."""
+graph is saved so that training and serving apply exactly the same transformation. The label it
+computes is then checked (pipeline_lib.label_check): its findings are filed before training."""
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx_bsl.coders import example_coder
 from tfx_bsl.public import tfxio
 
-from pipeline_lib import artifacts, user_module
+from pipeline_lib import artifacts, label_check, user_module
 from pipeline_lib.beam import pipeline_options
 from pipeline_lib.steps.ingest import SPLITS
 
@@ -26,6 +28,14 @@ TRANSFORMED = "transformed"
 def _encode(batch_and_passthrough):
     record_batch, _ = batch_and_passthrough
     return example_coder.RecordBatchToExamplesEncoder().encode(record_batch)
+
+
+def label_of(config, folder: Path) -> dict[str, dict]:
+    """The transformed label's summary per split."""
+    schema = metadata_io.read_metadata(str(folder / TRANSFORM_GRAPH / "transformed_metadata")).schema
+    return {split: label_check.summary(label_check.label_values(sorted((folder / TRANSFORMED / split).glob("*")),
+                                                                 config.label.key, schema))
+            for split in SPLITS}
 
 
 def run(config, output_dir: Path, examples: str, schema: str) -> dict:
@@ -55,7 +65,13 @@ def run(config, output_dir: Path, examples: str, schema: str) -> dict:
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(tmp / TRANSFORM_GRAPH))
         # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_feature_spec() reads
         metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema), str(tmp / TRANSFORM_GRAPH / "metadata"))
+        label = label_of(config, tmp)
+        span = dt.date.fromisoformat(artifacts.read_result(examples)["window"]["end"][:10])
+        previous = artifacts.previous_run_file(config.name, span, "transform", artifacts.RESULT_FILENAME)
+        previous_label = artifacts.read_result(previous.parent).get("label") if previous else None
+        found = label_check.findings(config, label, previous_label)
         result = {"transform_graph": str(output_dir / TRANSFORM_GRAPH),
-                  "transformed_examples": str(output_dir / TRANSFORMED), "rows": rows}
+                  "transformed_examples": str(output_dir / TRANSFORMED), "rows": rows, "label": label,
+                  "anomalies": found, "blocking": sum(f["severity"] == "blocking" for f in found)}
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)
     return result

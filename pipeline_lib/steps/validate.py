@@ -1,7 +1,7 @@
 """Validate: TFDV statistics per split, checked against the pipeline's curated schema (a text file
 next to its config; inferred on the first run when absent), against the previous span (drift) and
-against serving-time data when there is some (skew), with per-feature thresholds and severities
-from the config. Data that cannot be validated (an empty span, an unreadable file) is reported as
+against serving-time data when there is some (skew, both measured by pipeline_lib.drift), with
+per-feature thresholds and severities per kind from the config. Data that cannot be validated (an empty span, an unreadable file) is reported as
 an anomaly too, with a description, so that it is filed and alerted like the others.
 
 The result is JSON: each finding is {feature, kind, description, severity, examples, splits,
@@ -20,7 +20,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx_bsl.public import tfxio
 
-from pipeline_lib import artifacts, tfrecord
+from pipeline_lib import artifacts, drift, tfrecord
 from pipeline_lib.beam import pipeline_options
 from pipeline_lib.steps.ingest import SPLITS
 
@@ -43,7 +43,7 @@ def compute_statistics(config, patterns: dict[str, str], output_dir: Path, num_r
         for name, pattern in patterns.items():
             _ = (p
                  | f"Read[{name}]" >> tfxio.TFExampleRecord(file_pattern=pattern).BeamSource()
-                 | f"Stats[{name}]" >> tfdv.GenerateStatistics(tfdv.StatsOptions())
+                 | f"Stats[{name}]" >> tfdv.GenerateStatistics(tfdv.StatsOptions(num_quantiles_histogram_buckets=drift.QUANTILES))
                  | f"Write[{name}]" >> tfdv.WriteStatisticsToBinaryFile(str(paths[name])))
     return paths
 
@@ -71,30 +71,9 @@ def write_schema(schema, path: Path) -> None:
     tmp.replace(path)
 
 
-def with_comparators(schema, config):
-    """A copy of the schema with the config's drift and skew thresholds (they live in the config,
-    not in the curated file): L-infinity for strings, Jensen-Shannon divergence for numbers."""
-    out = schema_pb2.Schema()
-    out.CopyFrom(schema)
-    for name, checks in config.validation.features.items():
-        feature = tfdv.get_feature(out, name)
-        for threshold, comparator in ((checks.drift, feature.drift_comparator),
-                                      (checks.skew, feature.skew_comparator)):
-            if threshold is None:
-                continue
-            if feature.type == schema_pb2.BYTES:
-                comparator.infinity_norm.threshold = threshold
-            else:
-                comparator.jensen_shannon_divergence.threshold = threshold
-    return out
-
-
 def previous_statistics(config, span: dt.date) -> Path | None:
     """The training statistics of the newest earlier span of this pipeline, if any."""
-    runs = artifacts.pipeline_root(config.name) / "runs"
-    earlier = sorted(p for p in runs.glob(f"*/validate/{stats_filename('train')}")
-                     if p.parent.parent.name < span.isoformat())
-    return earlier[-1] if earlier else None
+    return artifacts.previous_run_file(config.name, span, "validate", stats_filename("train"))
 
 
 def serving_files(config) -> list[Path]:
@@ -127,27 +106,33 @@ def readable_splits(examples: Path, rows: dict[str, int], window: dict) -> tuple
 
 
 def _data_finding(kind: str, description: str, splits: list[str]) -> dict:
-    return {"feature": DATA, "kind": kind, "description": description, "severity": "blocking",
+    return {"feature": DATA, "kind": kind, "description": description, "severity": None,
             "examples": [], "splits": splits, "statistics": None}
+
+
+def string_values(fs) -> list[str]:
+    return [b.label for b in fs.string_stats.rank_histogram.buckets] or [v.value for v in fs.string_stats.top_values]
+
+
+def unexpected_values(fs, schema, feature: str) -> list[str]:
+    """A string feature's values outside its schema domain (none without a domain)."""
+    values = string_values(fs)
+    try:
+        domain = set(getattr(tfdv.get_domain(schema, feature), "value", ()))
+    except ValueError:  # no domain
+        return []
+    return [v for v in values if domain and v not in domain]
 
 
 def examples_of(feature: str, stats, schema) -> list[str]:
     """A few values that show the problem: unexpected strings, or a number's range and presence."""
     dataset = stats.datasets[0]
-    try:
-        fs = tfdv.get_feature_stats(dataset, tfdv.FeaturePath([feature]))
-    except ValueError:
+    fs = drift.feature_stats(stats, feature)
+    if fs is None:
         return [f"absent from all {dataset.num_examples} examples"]
     if fs.HasField("string_stats"):
         common = fs.string_stats.common_stats
-        values = [b.label for b in fs.string_stats.rank_histogram.buckets] or \
-                 [v.value for v in fs.string_stats.top_values]
-        try:
-            domain = set(getattr(tfdv.get_domain(schema, feature), "value", ()))
-        except ValueError:  # no domain
-            domain = set()
-        unexpected = [v for v in values if domain and v not in domain]
-        shown = unexpected or values
+        shown = unexpected_values(fs, schema, feature) or string_values(fs)
         out = [repr(v) for v in shown[:MAX_EXAMPLES]]
     else:
         num = fs.num_stats
@@ -159,20 +144,38 @@ def examples_of(feature: str, stats, schema) -> list[str]:
     return out
 
 
-def findings_of(anomalies: anomalies_pb2.Anomalies, split: str, stats, schema, stats_path: Path, config) -> list[dict]:
+def findings_of(anomalies: anomalies_pb2.Anomalies, split: str, stats, schema, stats_path: Path) -> list[dict]:
     """One finding per (feature, reason): drift and unexpected values of a feature are two records."""
     kind = anomalies_pb2.AnomalyInfo.Type.Name
     out = []
     for feature, info in sorted(anomalies.anomaly_info.items()):
         reasons = info.reason or [anomalies_pb2.AnomalyInfo.Reason(description=info.description)]
+        fs = drift.feature_stats(stats, feature)
         for reason in reasons:
             out.append({"feature": feature, "kind": kind(reason.type), "description": reason.description,
-                        "severity": config.validation.severity_of(feature), "splits": [split],
-                        "examples": examples_of(feature, stats, schema), "statistics": str(stats_path)})
+                        "splits": [split], "examples": examples_of(feature, stats, schema), "statistics": str(stats_path)})
+            if fs is not None and fs.HasField("string_stats") and "UNEXPECTED_STRING_VALUES" in out[-1]["kind"]:
+                out[-1]["values"] = [repr(v) for v in unexpected_values(fs, schema, feature)]  # new ones reopen
     if anomalies.HasField("dataset_anomaly_info"):
         info = anomalies.dataset_anomaly_info
         out.append({**_data_finding(kind(info.reason[0].type) if info.reason else "DATASET", info.description, [split]),
                     "statistics": str(stats_path)})
+    return out
+
+
+def changes(config, stats, previous, serving, stats_path: Path) -> list[dict]:
+    """Drift (train against the previous span's train) and skew (train against serving-time data)
+    of the features that have a threshold."""
+    out = []
+    for feature, checks in sorted(config.validation.features.items()):
+        for kind, threshold, reference, against in (("DRIFT", checks.drift, previous, "the previous span"),
+                                                    ("SKEW", checks.skew, serving, "serving-time data")):
+            if threshold is None or reference is None:
+                continue
+            found = drift.finding(kind, feature, against, drift.compare(feature, reference, stats),
+                                  threshold, config.validation.significance)
+            if found:
+                out.append({**found, "splits": ["train"], "statistics": str(stats_path)})
     return out
 
 
@@ -184,9 +187,29 @@ def merge(findings: list[dict]) -> list[dict]:
         if key in merged:  # the statistics of every split it was seen in: `accept` covers them all
             merged[key]["splits"] += [s for s in f["splits"] if s not in merged[key]["splits"]]
             merged[key]["statistics"] = ",".join(filter(None, [merged[key]["statistics"], f["statistics"]]))
+            if "values" in f:
+                merged[key]["values"] = list(dict.fromkeys(merged[key].get("values", []) + f["values"]))
         else:
             merged[key] = {**f, "splits": list(f["splits"])}
     return list(merged.values())
+
+
+def check(config, stats: dict, schema, previous, stats_files: dict[str, Path], found: list[dict],
+          anomalies_dir: Path | None = None) -> list[dict]:
+    """Every finding about one span: `found` (the data's own) plus the schema's per split (written
+    as `<split>.anomalies.pbtxt` into `anomalies_dir`), drift and skew; each with its severity."""
+    found = list(found)
+    if schema is not None:
+        for name, split_stats in stats.items():
+            anomalies = tfdv.validate_statistics(split_stats, schema, environment=SERVING if name == "serving" else TRAINING)
+            if anomalies_dir:
+                tfdv.write_anomalies_text(anomalies, str(anomalies_dir / f"{name}.anomalies.pbtxt"))
+            found += findings_of(anomalies, name, split_stats, schema, stats_files[name])
+    if "train" in stats:
+        found += changes(config, stats["train"], previous, stats.get("serving"), stats_files["train"])
+    for f in found:
+        f["severity"] = config.validation.severity_of(f["feature"], f["kind"])
+    return merge(found)
 
 
 def run(config, output_dir: Path, examples: str) -> dict:
@@ -205,18 +228,8 @@ def run(config, output_dir: Path, examples: str) -> dict:
             write_schema(infer_schema(config, stats["train"]), schema_file)
         schema = load_schema(schema_file) if schema_file.exists() else None
         previous = previous_statistics(config, span)
-        if schema is not None:
-            checked = with_comparators(schema, config)
-            for name, split_stats in stats.items():
-                extra = {}
-                if name == "train":
-                    extra = {"previous_statistics": tfdv.load_stats_binary(str(previous)) if previous else None,
-                             "serving_statistics": stats.get("serving")}
-                anomalies = tfdv.validate_statistics(split_stats, checked if name == "train" else schema,
-                                                     environment=SERVING if name == "serving" else TRAINING, **extra)
-                tfdv.write_anomalies_text(anomalies, str(tmp / f"{name}.anomalies.pbtxt"))
-                found += findings_of(anomalies, name, split_stats, schema, output_dir / stats_paths[name].name, config)
-        found = merge(found)
+        found = check(config, stats, schema, previous and tfdv.load_stats_binary(str(previous)),
+                      {name: output_dir / p.name for name, p in stats_paths.items()}, found, tmp)
         result = {"span": span.isoformat(),
                   "statistics": {s: str(output_dir / p.name) for s, p in stats_paths.items()},
                   "previous_statistics": str(previous) if previous else None,

@@ -31,35 +31,44 @@ def run_url(dag_id: str, run_id: str) -> str:
     return f"{base_url().rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id)}"
 
 
-def anomaly_message(record: dict) -> tuple[str, str, str]:
-    """(subject, plain text for Slack, HTML for email) of one new or reopened anomaly."""
-    verb = {"new": "new", "reopened": "reopened"}.get(record["outcome"], "open")
-    subject = (f"[{record['pipeline']}] {verb} {record['severity']} anomaly #{record['id']}: "
-               f"{record['feature']} {record['kind']}")
-    link = page_url(record["pipeline"], record["id"])
-    examples = ", ".join(map(str, record["examples"])) or "-"
-    blocking = ("this run waits before transform until it is resolved or accepted"
-                if record["severity"] == "blocking" else "warning only: the run goes on")
-    lines = [f"pipeline: {record['pipeline']}", f"feature: {record['feature']}", f"kind: {record['kind']}",
-             f"span: {record['last_span']} (seen {record['occurrences']} times)",
-             f"description: {record['description'].strip()}", f"examples: {examples}", blocking, f"tracker: {link}"]
-    text = f"*{subject}*\n" + "\n".join(lines)
-    body = "".join(f"<li>{html.escape(line)}</li>" for line in lines[:-1])
-    page = f'<p><a href="{html.escape(link)}">Open it in the anomaly tracker</a></p>'
-    return subject, text, f"<h3>{html.escape(subject)}</h3><ul>{body}</ul>{page}"
+def anomaly_message(records: list[dict]) -> tuple[str, str, str]:
+    """(subject, plain text for Slack, HTML for email) of one feature's new, reopened or worse
+    anomalies of one filing: one cause, one message (a record per kind inside)."""
+    first = records[0]
+    verbs = dict.fromkeys({"new": "new", "reopened": "reopened", "worse": "worse"}.get(r["outcome"], "open")
+                          for r in records)
+    severity = "blocking" if any(r["severity"] == "blocking" for r in records) else "warning"
+    ids, kinds = ", ".join(f"#{r['id']}" for r in records), ", ".join(r["kind"] for r in records)
+    subject = f"[{first['pipeline']}] {'/'.join(verbs)} {severity} anomaly {ids}: {first['feature']} {kinds}"
+    blocking = ("this run waits before the next step until it is resolved or accepted"
+                if severity == "blocking" else "warning only: the run goes on")
+    lines = [f"pipeline: {first['pipeline']}", f"feature: {first['feature']}"]
+    for r in records:
+        lines += [f"kind: {r['kind']} ({r['severity']}, #{r['id']})",
+                  f"span: {r['last_span']} (seen {r['occurrences']} times)",
+                  f"description: {r['description'].strip()}",
+                  f"examples: {', '.join(map(str, r['examples'])) or '-'}"]
+    lines.append(blocking)
+    links = [f"tracker: {page_url(r['pipeline'], r['id'])}" for r in records]
+    text = f"*{subject}*\n" + "\n".join(lines + links)
+    body = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    pages = "".join(f'<p><a href="{html.escape(page_url(r["pipeline"], r["id"]))}">Open #{r["id"]} in the anomaly '
+                    f'tracker</a></p>' for r in records)
+    return subject, text, f"<h3>{html.escape(subject)}</h3><ul>{body}</ul>{pages}"
 
 
-def send(alerts, subject: str, text: str, html_content: str) -> list[str]:
-    """One Slack message and one email, to whichever the config names; returns the channels used."""
-    sent = []
+def channels(alerts) -> list[str]:
+    """The channels the config names; none means alerts cannot go anywhere."""
+    return [name for name, on in (("slack", alerts.slack_conn_id), ("email", alerts.email_to)) if on]
+
+
+def send(alerts, subject: str, text: str, html_content: str) -> None:
+    """One Slack message and one email, to whichever the config names."""
     if alerts.slack_conn_id:
         SlackWebhookHook(slack_webhook_conn_id=alerts.slack_conn_id).send(text=text)
-        sent.append("slack")
     if alerts.email_to:
         with SmtpHook(smtp_conn_id=alerts.smtp_conn_id) as smtp:
             smtp.send_email_smtp(to=alerts.email_to, subject=subject, html_content=html_content)
-        sent.append("email")
-    return sent
 
 
 # a skipped task's callback gets no exception: the push tells why it refused (not blessed, failed

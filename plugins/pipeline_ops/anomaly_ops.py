@@ -1,8 +1,11 @@
-"""After validate: file the step's anomalies in the tracker and alert the new and reopened ones
-(FileAnomaliesOperator); then hold the run before transform while blocking ones stay open
-(AnomaliesResolvedSensor, reschedule mode: no worker slot is held while it waits)."""
+"""After validate (and after transform, for the label): file the step's anomalies in the tracker and
+alert the new, reopened and worse ones (FileAnomaliesOperator); then hold the run while blocking
+ones stay open (AnomaliesResolvedSensor, reschedule mode: no worker slot is held while it waits).
+`file_no_data` files the span whose data never arrived."""
 
 from __future__ import annotations
+
+import logging
 
 from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator
 from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSensorTimeout
@@ -12,6 +15,8 @@ from pipeline_lib.anomalies.tracker import Tracker
 from pipeline_lib.config import load_config
 from pipeline_ops import alerts
 from pipeline_ops.operators import span_date
+
+NO_DATA = "NO_DATA"
 
 TRACKER_CONN_ID = "anomaly_tracker"
 
@@ -29,38 +34,74 @@ def tracker() -> Tracker:
     return Tracker(url if isinstance(url, str) else url.render_as_string(hide_password=False))
 
 
+def file_and_alert(config, context, findings: list[dict], statistics: str | None, log) -> list[dict]:
+    """File one run's findings, then send every pending alert of the pipeline (these, and earlier
+    ones that failed or had no channel), one message per feature. With no channel configured they
+    stay pending, shown as not alerted, and go out once a channel exists."""
+    run_id = context["run_id"]
+    t = tracker()
+    filed = t.file(config.name, span_date(context), run_id, findings, owner=config.owner,
+                   run_url=alerts.run_url(context["dag"].dag_id, run_id), statistics=statistics,
+                   worse_margin=config.validation.worse_margin)
+    for record in filed:
+        log.info("anomaly #%s %s/%s %s: %s (%s)", record["id"], record["feature"], record["kind"],
+                 record["severity"], record["outcome"], record["status"])
+    pending = t.pending_alerts(config.name)
+    if pending and not alerts.channels(config.alerts):
+        log.warning("NOT alerted, no alert channel configured (alerts.slack_conn_id, alerts.email_to): "
+                    "anomalies %s stay pending", ", ".join(f"#{r['id']}" for r in pending))
+        return filed
+    outcomes = {r["id"]: r["outcome"] for r in filed}
+    by_feature: dict[str, list[dict]] = {}
+    for record in pending:
+        by_feature.setdefault(record["feature"], []).append({**record, "outcome": outcomes.get(record["id"], "open")})
+    for feature, records in by_feature.items():
+        alerts.send(config.alerts, *alerts.anomaly_message(records))
+        for record in records:
+            t.alerted(record["id"])
+        log.info("alerted anomalies %s (%s) via %s", ", ".join(f"#{r['id']}" for r in records), feature,
+                 ", ".join(alerts.channels(config.alerts)))
+    return filed
+
+
 class FileAnomaliesOperator(BaseOperator):
-    """Files validate's findings; a new or reopened anomaly alerts once (Slack and email), a
-    recurrence of an open one only counts. An alert that fails fails the task and stays pending:
-    the retry or the next run sends it (at least once). Returns the filed ids and the blocking
-    open ones."""
+    """Files a step's findings (validate's; transform's label findings) and alerts them. An alert
+    that fails fails the task and stays pending: the retry or the next run sends it (at least
+    once). Returns the filed ids and the blocking open ones."""
 
     ui_color = "#fde8e8"
 
-    def __init__(self, *, config_path: str, **kwargs):
-        kwargs.setdefault("task_id", "file_anomalies")
+    def __init__(self, *, config_path: str, step: str = "validate", **kwargs):
+        kwargs.setdefault("task_id", "file_anomalies" if step == "validate" else f"file_{step}_anomalies")
         super().__init__(**kwargs)
         self.config_path = config_path
+        self.step = step
 
     def execute(self, context):
         config = load_config(self.config_path)
-        result = context["ti"].xcom_pull(task_ids="validate")
-        run_id = context["run_id"]
-        t = tracker()
-        filed = t.file(config.name, span_date(context), run_id, result["anomalies"], owner=config.owner,
-                               run_url=alerts.run_url(self.dag_id, run_id),
-                               statistics=",".join(result["statistics"].values()) or None)
-        alerted = []
-        for record in filed:
-            self.log.info("anomaly #%s %s/%s %s: %s (%s)", record["id"], record["feature"], record["kind"],
-                          record["severity"], record["outcome"], record["status"])
-            if record["alert_pending"]:  # new or reopened, here or in a run whose alert failed
-                channels = alerts.send(config.alerts, *alerts.anomaly_message(record))
-                t.alerted(record["id"])
-                self.log.info("alerted anomaly #%s via %s", record["id"], ", ".join(channels) or "nothing configured")
-                alerted.append(record["id"])
+        result = context["ti"].xcom_pull(task_ids=self.step)
+        filed = file_and_alert(config, context, result["anomalies"],
+                               ",".join(result.get("statistics", {}).values()) or None, self.log)
         blocking = [r["id"] for r in filed if r["severity"] == "blocking" and r["status"] in ("open", "acknowledged")]
-        return {"filed": [r["id"] for r in filed], "alerted": alerted, "blocking": blocking}
+        return {"filed": [r["id"] for r in filed], "blocking": blocking}
+
+
+def no_data_filer(config_path: str):
+    """wait_for_data's failure callback: a span whose data never arrived is an anomaly (kind
+    NO_DATA), filed and alerted like the others; the task still fails."""
+
+    def file_no_data(context) -> None:
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+
+        if not isinstance(context.get("exception"), AirflowSensorTimeout):
+            return
+        config = load_config(config_path)
+        finding = {"feature": "(data)", "kind": NO_DATA, "severity": config.validation.severity_of("(data)", NO_DATA),
+                   "description": f"no data arrived for span {span_date(context)}: {context['exception']}",
+                   "examples": [], "statistics": None}
+        file_and_alert(config, context, [finding], None, logging.getLogger(__name__))
+
+    return file_no_data
 
 
 class AnomaliesResolvedSensor(BaseSensorOperator):
@@ -69,19 +110,20 @@ class AnomaliesResolvedSensor(BaseSensorOperator):
 
     ui_color = "#fff4e5"
 
-    def __init__(self, *, config_path: str, **kwargs):
+    def __init__(self, *, config_path: str, step: str = "validate", **kwargs):
         config = load_config(config_path)
         validation = config.validation
-        kwargs.setdefault("task_id", "wait_for_anomalies")
+        kwargs.setdefault("task_id", "wait_for_anomalies" if step == "validate" else f"wait_for_{step}_anomalies")
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("timeout", validation.wait_timeout_seconds)
         kwargs.setdefault("poke_interval", validation.poke_interval_seconds)
         super().__init__(**kwargs)
         self.pipeline = config.name
+        self.filing_task = "file_anomalies" if step == "validate" else f"file_{step}_anomalies"
         self.still_open: list[dict] = []
 
     def poke(self, context) -> bool:
-        ids = context["ti"].xcom_pull(task_ids="file_anomalies")["blocking"]
+        ids = context["ti"].xcom_pull(task_ids=self.filing_task)["blocking"]
         self.still_open = tracker().open_blocking(self.pipeline, ids) if ids else []
         for a in self.still_open:
             self.log.info("waiting for anomaly #%s %s/%s (%s): %s", a["id"], a["feature"], a["kind"], a["status"],

@@ -49,7 +49,7 @@ def _row(a: dict, user_may_edit: bool) -> str:
     link = f'{PAGE_PREFIX}/?{urlencode({"pipeline": a["pipeline"], "id": a["id"]})}'
     return (f'<tr class="{"open" if a["status"] in OPEN else ""}"><td><a href="{link}">#{a["id"]}</a></td>'
             f'<td>{e(a["pipeline"])}</td><td>{e(a["feature"])}</td><td>{e(a["kind"])}</td>'
-            f'<td class="{a["severity"]}">{a["severity"]}</td><td>{a["status"]}</td><td>{a["occurrences"]}</td>'
+            f'<td class="{a["severity"]}">{a["severity"]}</td><td>{a["status"]}{" (not alerted)" if a["alert_pending"] else ""}</td><td>{a["occurrences"]}</td>'
             f'<td>{a["last_span"]}</td><td>{e(a["owner"] or "-")}</td>'
             f'<td>{e(", ".join(map(str, a["examples"])))}</td><td>{e(a["description"])}</td><td>{actions}</td></tr>')
 

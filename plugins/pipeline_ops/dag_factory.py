@@ -1,5 +1,6 @@
 """Every pipeline config becomes a DAG: wait_for_data >> ingest >> validate >> file_anomalies >>
-wait_for_anomalies >> transform >> train >> evaluate >> infra_validate >> push. Failed tasks and a
+wait_for_anomalies >> transform >> file_transform_anomalies >> wait_for_transform_anomalies (the
+label) >> train >> evaluate >> infra_validate >> push. Failed tasks and a
 skipped push alert (config `alerts`), a successful push too where `alerts.on_push` asks for it."""
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from airflow.sdk import DAG, Param, chain
 
 from pipeline_lib import run_params
 from pipeline_lib.config import discover, load_config
-from pipeline_ops.alerts import PUSHED, PUSH_REFUSED, task_notifiers
-from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
+from pipeline_ops.alerts import PUSHED, PUSH_REFUSED, channels, task_notifiers
+from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator, no_data_filer
 from pipeline_ops.assets import examples_asset
 from pipeline_ops.operators import OPERATORS, IngestOperator
 from pipeline_ops.sensors import new_data_sensor
@@ -25,7 +26,9 @@ def build_dag(config_path: Path) -> DAG:
     with DAG(
         dag_id=config.name,
         description=config.description,
-        doc_md=f"**{config.name}**: {config.description}\n\nConfig: `{path}`",
+        doc_md=f"**{config.name}**: {config.description}\n\nConfig: `{path}`" + (
+            "" if channels(config.alerts) else "\n\n**Warning: alerts go nowhere** (no `alerts.slack_conn_id` or "
+            "`alerts.email_to`): anomalies stay *not alerted* in the tracker until a channel is configured."),
         schedule=config.schedule,
         start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.timezone.utc),
         end_date=config.end_date and dt.datetime.combine(config.end_date, dt.time(), tzinfo=dt.timezone.utc),
@@ -42,9 +45,12 @@ def build_dag(config_path: Path) -> DAG:
         tasks[-1].on_skipped_callback = task_notifiers(config.alerts, "skipped: no model pushed", PUSH_REFUSED)
         if config.alerts.on_push:
             tasks[-1].on_success_callback = task_notifiers(config.alerts, "succeeded", PUSHED)
-        gate = [FileAnomaliesOperator(config_path=path), AnomaliesResolvedSensor(config_path=path)]
-        after_validate = [t.task_id for t in tasks].index("validate") + 1
-        chain(new_data_sensor(config, path), *tasks[:after_validate], *gate, *tasks[after_validate:])
+        gates = {step: [FileAnomaliesOperator(config_path=path, step=step), AnomaliesResolvedSensor(config_path=path, step=step)]
+                 for step in ("validate", "transform")}
+        ordered = [t for task in tasks for t in (task, *gates.get(task.task_id, []))]
+        sensor = new_data_sensor(config, path)
+        sensor.on_failure_callback = [no_data_filer(path), *task_notifiers(config.alerts, "failed")]
+        chain(sensor, *ordered)
     return dag
 
 

@@ -31,8 +31,9 @@ FINDINGS = [
     finding("trip_miles", "FEATURE_TYPE_LOW_FRACTION_PRESENT",
             "The feature was present in fewer examples than expected: minimum fraction = 0.990000, actual = 0.506250",
             ["missing in 474 of 960 examples (49%)"]),
-    finding("company", "COMPARATOR_L_INFTY_HIGH", "The Linfty distance between current and previous is 0.4 "
-            "(up to six significant digits), above the threshold 0.1.", ["'Taxi Affiliation Services'"], "warning"),
+    finding("company", "DRIFT", "company changed against the previous span: largest change of a value's share "
+            "(L-infinity) 0.400 > threshold 0.15 (p-value 1.0e-40 < 0.001)", ["'Taxi Affiliation Services' 10% -> 50%"],
+            "warning"),
     finding("(data)", "EMPTY_SPAN", "the span has no rows: nothing in the source for window [2016-12-31, 2017-01-01)", []),
     finding("pickup_latitude", "FLOAT_TYPE_BIG_FLOAT", "Unexpectedly high value: 48.5>42.1(upto six significant digits)",
             ["min 41.7", "max 48.5"]),
@@ -121,7 +122,7 @@ def test_filed_once_alerted_once_blocking_until_resolved_or_accepted(isolated, a
 
     tracker = Tracker()
     for record in records:
-        if record["kind"] == "COMPARATOR_L_INFTY_HIGH":
+        if record["kind"] == "DRIFT":
             assert accept(tracker, record["id"], "dana")["status"] == "accepted"
         else:
             tracker.resolve(record["id"], "erin", note="reloaded the export")
@@ -187,3 +188,70 @@ def test_an_alert_that_could_not_be_sent_goes_out_with_the_next_run(isolated, al
     assert f"open blocking anomaly #{record['id']}: payment_type" in message["Subject"]
     assert len([b for _, b in alert_connections["slack"] if "anomaly #" in b["text"]]) == 1
     assert Tracker().get(record["id"])["alert_pending"] is False
+
+
+def drift(statistic, feature="fare"):
+    return {**finding(feature, "DRIFT", f"{feature} changed against the previous span: Wasserstein distance / "
+                      f"interdecile range {statistic} > threshold 0.1", ["p50 8 -> 9"], "warning"),
+            "statistic": statistic}
+
+
+def new_values(*values):
+    return {**finding("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES", "Examples contain values missing "
+                      "from the schema", list(values)), "values": list(values)}
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_alerts_wait_for_a_channel_then_go_one_per_cause_and_again_when_worse(isolated, alert_connections):
+    """No channel: records stay not alerted (and the DAG's doc says so); with a channel, every
+    pending record goes out, one message per feature; an acknowledged record that gets materially
+    worse (a statistic beyond the alerted one by the margin, a new value) reopens and alerts."""
+    from pipeline_ops.dag_factory import build_dag
+
+    slack, mail = alert_connections["slack"], alert_connections["email"]
+    quick = {"validation": {"wait_timeout_seconds": 1, "poke_interval_seconds": 1}}
+    config_path = write_pipeline(isolated / "pipelines", quick)
+    assert "alerts go nowhere" in build_dag(config_path).doc_md
+    run(config_path, [new_values("'Bitcoin'"), drift(0.2, "payment_type"), drift(0.2)], 0)
+    records = Tracker().list(pipeline="taxi_tips")
+    assert len(records) == 3 and all(r["alert_pending"] for r in records), "not alerted: nowhere to send"
+    assert not slack and not mail
+
+    write_pipeline(isolated / "pipelines", {**quick, "alerts": ALERTS})
+    assert "alerts go nowhere" not in build_dag(config_path).doc_md
+    states = run(config_path, [], 1)
+    assert states["wait_for_anomalies"] == "success", "nothing filed in this run blocks it"
+    texts = [b["text"] for _, b in slack if "anomaly #" in b["text"]]
+    assert len(texts) == 2 and len([m for m in mail if "anomaly #" in m["Subject"]]) == 2, "one per feature"
+    (payment,) = [t for t in texts if "payment_type" in t]
+    assert "ENUM_TYPE_UNEXPECTED_STRING_VALUES, DRIFT" in payment and "blocking" in payment.splitlines()[0]
+    assert not any(r["alert_pending"] for r in Tracker().list(pipeline="taxi_tips"))
+
+    tracker = Tracker()
+    for r in tracker.list(pipeline="taxi_tips"):
+        tracker.ack(r["id"], "dana")
+    slack.clear(), mail.clear()
+    run(config_path, [new_values("'Bitcoin'"), drift(0.25)], 2)
+    assert not any("anomaly #" in b["text"] for _, b in slack), "not materially worse: quiet"
+    run(config_path, [new_values("'Bitcoin'", "'Dogecoin'"), drift(0.96)], 3)
+    texts = [b["text"] for _, b in slack if "anomaly #" in b["text"]]
+    assert len(texts) == 2 and all("worse" in t.splitlines()[0] for t in texts)
+    assert {r["feature"]: r["status"] for r in Tracker().list(pipeline="taxi_tips", kind="DRIFT")} == {
+        "fare": "open", "payment_type": "acknowledged"}
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_a_span_whose_data_never_arrives_is_filed_as_no_data(isolated, alert_connections):
+    from pipeline_ops.dag_factory import build_dag
+
+    dag = build_dag(write_pipeline(isolated / "pipelines", {"alerts": ALERTS}))
+    sensor = dag.get_task("wait_for_data")
+    sensor.mode, sensor.poke_interval, sensor.timeout = "poke", 0.2, 1
+    dag_run = dag.test(logical_date=dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+    assert dag_run.get_task_instance("wait_for_data").state == "failed"
+    (record,) = Tracker().list(pipeline="taxi_tips")
+    assert (record["feature"], record["kind"], record["severity"]) == ("(data)", "NO_DATA", "blocking")
+    assert "no data arrived for span 2030-01-01" in record["description"] and "2029-12-29" in record["description"]
+    texts = [b["text"] for _, b in alert_connections["slack"]]
+    assert len([t for t in texts if "anomaly #" in t and "NO_DATA" in t]) == 1
+    assert any("task wait_for_data failed" in t for t in texts)

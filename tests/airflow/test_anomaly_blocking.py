@@ -51,7 +51,9 @@ def test_a_blocking_anomaly_holds_the_run_until_accepted(isolated, alert_connect
 
     states = run_dag(config_path, DAY1)
     assert states == {"wait_for_data": "success", "ingest": "success", "validate": "success",
-                      "file_anomalies": "success", "wait_for_anomalies": "failed", "transform": "upstream_failed", "train": "upstream_failed",
+                      "file_anomalies": "success", "wait_for_anomalies": "failed", "transform": "upstream_failed",
+                      "file_transform_anomalies": "upstream_failed", "wait_for_transform_anomalies": "upstream_failed",
+                      "train": "upstream_failed",
                       "evaluate": "upstream_failed", "infra_validate": "upstream_failed",
                       "push": "upstream_failed"}
     assert serving.versions(model_dir) == [], "nothing pushed from a blocked run"

@@ -40,7 +40,7 @@ def test_migrations_create_the_tables_in_a_sqlite_file(db_url, tmp_path):
     with sqlite3.connect(tmp_path / "anomalies.db") as con:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"anomaly", "anomaly_occurrence", "alembic_version"} <= tables
-        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
 
 
 def test_trackers_started_in_parallel_threads_all_work(db_url):

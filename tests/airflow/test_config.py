@@ -29,9 +29,12 @@ def test_the_example_config_is_valid():
     ({"module": {"file": "missing.py"}}, "field 'module.file': no such file"),
     ({"validation": {"features": {"fares": {"drift": 0.1}}}},
      "validation.features names columns the pipeline does not read: ['fares']"),
-    ({"validation": {"severity": "fatal"}}, "field 'validation.severity': Input should be 'blocking' or 'warning'"),
-    ({"validation": {"features": {"fare": {"drift": 2}}}},
-     "field 'validation.features.fare.drift': Input should be less than or equal to 1"),
+    ({"validation": {"severity": "fatal"}}, "field 'validation.severity.schema': Input should be 'blocking' or 'warning'"),
+    ({"validation": {"severity": {"drfit": "warning"}}},
+     "validation.severity: ['drfit'] are neither kind groups ['data', 'drift', 'label', 'schema', 'skew'] nor kinds"),
+    ({"validation": {"features": {"fare": {"drift": 0}}}},
+     "field 'validation.features.fare.drift': Input should be greater than 0"),
+    ({"split": {"key": ["trip_id"]}}, "split.key names columns the pipeline does not read: ['trip_id']"),
 ])
 def test_a_bad_field_is_named(tmp_path, overrides, message):
     path = write_pipeline(tmp_path, overrides)

@@ -11,8 +11,9 @@ from conftest import REPO
 
 from pipeline_lib.artifacts import STEPS
 
-# the anomaly gate sits between validate and transform
-TASKS = ["wait_for_data", *STEPS[:2], "file_anomalies", "wait_for_anomalies", *STEPS[2:]]
+# the anomaly gates: between validate and transform, and (the label) between transform and train
+TASKS = ["wait_for_data", *STEPS[:2], "file_anomalies", "wait_for_anomalies", STEPS[2],
+         "file_transform_anomalies", "wait_for_transform_anomalies", *STEPS[3:]]
 
 PARSE = """
 import json, sys

@@ -74,6 +74,7 @@ def test_taxi_pipeline_pushes_a_blessed_model_then_refuses_a_worse_one(isolated)
     assert run2.state == "success"
     assert states == {"wait_for_data": "success", "ingest": "success", "validate": "success",
                       "file_anomalies": "success", "wait_for_anomalies": "success", "transform": "success",
+                      "file_transform_anomalies": "success", "wait_for_transform_anomalies": "success",
                       "train": "success", "evaluate": "success", "infra_validate": "success", "push": "skipped"}
     verdict = step_result("taxi_tips", day2, "evaluate")
     assert verdict["blessed"] is False and verdict["baseline_version"] == 1
