@@ -20,7 +20,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx_bsl.public import tfxio
 
-from pipeline_lib import artifacts, tfrecord
+from pipeline_lib import artifacts, statistics_views, tfrecord
 from pipeline_lib.beam import pipeline_options
 from pipeline_lib.steps.ingest import SPLITS
 
@@ -216,6 +216,7 @@ def run(config, output_dir: Path, examples: str) -> dict:
                                                      environment=SERVING if name == "serving" else TRAINING, **extra)
                 tfdv.write_anomalies_text(anomalies, str(tmp / f"{name}.anomalies.pbtxt"))
                 found += findings_of(anomalies, name, split_stats, schema, output_dir / stats_paths[name].name, config)
+        statistics_views.write(tmp, stats)
         found = merge(found)
         result = {"span": span.isoformat(),
                   "statistics": {s: str(output_dir / p.name) for s, p in stats_paths.items()},

@@ -14,6 +14,7 @@ from pipeline_lib.config import discover, load_config
 from pipeline_ops.alerts import PUSHED, PUSH_REFUSED, task_notifiers
 from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
 from pipeline_ops.assets import examples_asset
+from pipeline_ops.links import pages_doc
 from pipeline_ops.operators import OPERATORS, IngestOperator
 from pipeline_ops.sensors import new_data_sensor
 
@@ -25,7 +26,7 @@ def build_dag(config_path: Path) -> DAG:
     with DAG(
         dag_id=config.name,
         description=config.description,
-        doc_md=f"**{config.name}**: {config.description}\n\nConfig: `{path}`",
+        doc_md=f"**{config.name}**: {config.description}\n\nConfig: `{path}`\n\n{pages_doc(config.name)}",
         schedule=config.schedule,
         start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.timezone.utc),
         end_date=config.end_date and dt.datetime.combine(config.end_date, dt.time(), tzinfo=dt.timezone.utc),

@@ -54,15 +54,19 @@ def test_page_and_actions_need_airflow_auth(client):
     client.cookies.set("_token", token("admin"))
     page = client.get("/anomaly-tracker/")
     assert f'action="/anomaly-tracker/{drift["id"]}/accept"' in page.text
-    acked = client.post(f"/anomaly-tracker/{drift['id']}/ack", follow_redirects=False)
+    assert f'href="/pipeline-pages/data?pipeline=taxi_tips&amp;span=2017-01-01"' in page.text
+    csrf = {"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)}
+    assert client.post(f"/anomaly-tracker/{drift['id']}/ack").status_code == 403, "no CSRF token"
+    assert client.post(f"/anomaly-tracker/{drift['id']}/ack", data={"csrf_token": "forged"}).status_code == 403
+    acked = client.post(f"/anomaly-tracker/{drift['id']}/ack", data=csrf, follow_redirects=False)
     assert acked.status_code == 303 and "acknowledged+by+admin-user" in acked.headers["location"]
     assert Tracker().get(drift["id"])["owner"] == "admin-user"
-    accepted = client.post(f"/anomaly-tracker/{drift['id']}/accept", data={"note": "new fare policy"})
+    accepted = client.post(f"/anomaly-tracker/{drift['id']}/accept", data={"note": "new fare policy", **csrf})
     assert accepted.status_code == 200 and "accepted by admin-user" in accepted.text
     record = Tracker().get(drift["id"])
     assert (record["status"], record["resolved_by"], record["note"]) == ("accepted", "admin-user", "new fare policy")
     assert "no schema change" in record["schema_diff"]
-    again = client.post(f"/anomaly-tracker/{drift['id']}/resolve")
+    again = client.post(f"/anomaly-tracker/{drift['id']}/resolve", data=csrf)
     assert re.search(r"is accepted; only open or acknowledged ones can be resolved", again.text)
     detail = client.get("/anomaly-tracker/", params={"id": drift["id"], "status": "accepted"}).text
     assert "run1" in detail and "accepted by admin-user" in detail
