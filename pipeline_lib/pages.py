@@ -24,7 +24,14 @@ def _json(path: Path) -> dict | None:
 def spans(pipeline: str) -> list[str]:
     """Every span (run date) with artifacts, oldest first."""
     runs = artifacts.pipeline_root(pipeline) / "runs"
-    return sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs.is_dir() else []
+    return sorted(p.name for p in runs.iterdir() if p.is_dir() and _is_date(p.name)) if runs.is_dir() else []
+
+
+def _is_date(name: str) -> bool:
+    try:
+        return _date(name).isoformat() == name
+    except ValueError:
+        return False
 
 
 def step_result(pipeline: str, span: str, step: str) -> dict | None:

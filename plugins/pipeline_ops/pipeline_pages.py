@@ -26,6 +26,7 @@ from pipeline_ops.page_auth import CSRF_FIELD, check_csrf, csrf_token, may, requ
 
 app = FastAPI(title="Pipeline pages", docs_url=None, redoc_url=None, openapi_url=None)
 templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
+templates.globals["url"] = lambda path, **query: f"{path}?{urlencode(query)}"
 
 
 def page_url(page: str, pipeline: str, **query) -> str:
@@ -40,7 +41,7 @@ def _readable(user) -> tuple[dict, list[str]]:
         try:
             config = load_config(path)
         except ConfigError as e:
-            broken.append(str(e).splitlines()[0])
+            broken.append(" ".join(str(e).split()))
             continue
         if may(user, "GET", config.name):
             configs[config.name] = config
@@ -69,15 +70,17 @@ def span_of_run(pipeline: str, run_id: str) -> str | None:
 
 
 def line_chart(title: str, x_labels: list[str], series: dict[str, list]) -> Markup:
-    chart = pygal.Line(title=title, x_labels=x_labels, js=[], height=260, width=560, style=CleanStyle,
-                       x_label_rotation=30, legend_at_bottom=True, allow_interruptions=True, dots_size=3)
+    chart = pygal.Line(title=title, x_labels=x_labels, js=[], height=260, width=560, explicit_size=True,
+                       style=CleanStyle, x_label_rotation=30, legend_at_bottom=True, allow_interruptions=True,
+                       dots_size=3)
     for name, values in series.items():
         chart.add(name, values)
     return Markup(chart.render(is_unicode=True, disable_xml_declaration=True))
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """A metric class's name as TFMA names its values: AUC -> auc, MeanSquaredError -> mean_squared_error."""
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)).lower()
 
 
 def directions(config) -> dict[str, str]:
