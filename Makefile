@@ -26,7 +26,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__API__HOST := 127.0.0.1
 
-.PHONY: envs data airflow-init airflow demo test bench lock clean
+.PHONY: envs data airflow-init airflow demo test bench lock clean browser
 
 $(TOOLS_STAMP):
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -75,7 +75,12 @@ demo: envs data airflow-init
 	if [ $$rc -ne 0 ]; then echo "demo run failed (exit $$rc): see $(DATA)/demo-$(DEMO_DATE).log"; fi; \
 	exit $$rc
 
-test: envs data
+# the browser tests drive Debian's chromium through its chromium-driver (selenium comes from the Airflow lock)
+browser:
+	command -v chromium > /dev/null && command -v chromedriver > /dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver > /dev/null; }
+
+test: envs data browser
 	ml=0; $(ML)/bin/python -m pytest tests/ml -q -p no:cacheprovider || ml=$$?; \
 	af=0; $(AF)/bin/python -m pytest tests/airflow -q -p no:cacheprovider || af=$$?; \
 	echo "ML environment: exit $$ml; Airflow environment: exit $$af"; exit $$(( ml || af ))

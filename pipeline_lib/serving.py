@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
+import getpass
 import json
 import shutil
 import uuid
@@ -80,9 +81,10 @@ def publish(model: Path, model_dir: Path, provenance: dict, key: str = "span") -
     return version, path, True
 
 
-def rollback(model_dir: Path, to: int | None = None) -> tuple[int, Path]:
+def rollback(model_dir: Path, to: int | None = None, by: str | None = None) -> tuple[int, Path]:
     """Serve version `to` (default: the one before the latest) again, as a new, highest version:
-    versions only ever increase, so every server and the next evaluation's baseline agree."""
+    versions only ever increase, so every server and the next evaluation's baseline agree. The
+    record says who asked (`by`)."""
     with _locked(model_dir):
         found = versions(model_dir)
         if len(found) < 2 and to is None:
@@ -91,7 +93,7 @@ def rollback(model_dir: Path, to: int | None = None) -> tuple[int, Path]:
         if target not in found or target == found[-1]:
             raise ValueError(f"{model_dir}: cannot roll back to {target} (versions: {found}, serving {found[-1]})")
         return _add_version(model_dir, model_dir / str(target), {
-            **record(model_dir, target), "rollback": {"restores": target, "replaces": found[-1]}})
+            **record(model_dir, target), "rollback": {"restores": target, "replaces": found[-1], "by": by}})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,10 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["list", "rollback"])
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--to", type=int, help="version to restore (rollback; default: the previous)")
+    parser.add_argument("--by", default=getpass.getuser(), help="who rolls back (recorded; default: the OS user)")
     args = parser.parse_args(argv)
     model_dir = load_config(args.config).serving.model_dir()
     if args.command == "rollback":
-        version, path = rollback(model_dir, args.to)
+        version, path = rollback(model_dir, args.to, args.by)
         print(f"version {version} now serves (a copy of version {record(model_dir, version)['rollback']['restores']}): {path}")
     found = versions(model_dir)
     for version in found:

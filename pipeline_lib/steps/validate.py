@@ -20,7 +20,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx_bsl.public import tfxio
 
-from pipeline_lib import artifacts, drift, tfrecord
+from pipeline_lib import artifacts, drift, statistics_views, tfrecord
 from pipeline_lib.beam import pipeline_options
 from pipeline_lib.steps.ingest import SPLITS
 
@@ -230,6 +230,7 @@ def run(config, output_dir: Path, examples: str) -> dict:
         previous = previous_statistics(config, span)
         found = check(config, stats, schema, previous and tfdv.load_stats_binary(str(previous)),
                       {name: output_dir / p.name for name, p in stats_paths.items()}, found, tmp)
+        statistics_views.write(tmp, stats)
         result = {"span": span.isoformat(),
                   "statistics": {s: str(output_dir / p.name) for s, p in stats_paths.items()},
                   "previous_statistics": str(previous) if previous else None,

@@ -8,8 +8,6 @@ from __future__ import annotations
 import html
 from urllib.parse import urlencode
 
-from airflow.api_fastapi.app import get_auth_manager
-from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
 from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import FastAPI, Form, HTTPException, Query
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -19,6 +17,8 @@ from pipeline_lib.anomalies.models import OPEN, SEVERITIES, STATUSES
 from pipeline_lib.anomalies.tracker import TrackerError
 from pipeline_ops.alerts import PAGE_PREFIX
 from pipeline_ops.anomaly_ops import tracker
+from pipeline_ops.links import PAGES_PREFIX
+from pipeline_ops.page_auth import CSRF_FIELD, check_csrf, csrf_token, may
 
 app = FastAPI(title="Anomaly tracker", docs_url=None, redoc_url=None, openapi_url=None)
 ACTIONS = {"ack": ("open",), "resolve": OPEN, "accept": OPEN}
@@ -30,23 +30,22 @@ td,th{border-bottom:1px solid #ddd;padding:.35em;text-align:left;vertical-align:
 pre{background:#f6f6f6;padding:.5em;overflow:auto}.msg{padding:.5em;background:#eef}"""
 
 
-def _may(user, method: str, pipeline: str) -> bool:
-    return get_auth_manager().is_authorized_dag(method=method, details=DagDetails(id=pipeline), user=user)
-
-
 def _select(name: str, options, chosen: str | None) -> str:
     opts = "".join(f'<option value="{o}"{" selected" if o == chosen else ""}>{o or "any"}</option>'
                    for o in ("", *options))
     return f'<label>{name} <select name="{name}">{opts}</select></label> '
 
 
-def _row(a: dict, user_may_edit: bool) -> str:
+def _row(a: dict, user_may_edit: bool, csrf: str) -> str:
     e = html.escape
     actions = "".join(
         f'<form class="inline" method="post" action="{PAGE_PREFIX}/{a["id"]}/{name}">'
-        f'<button type="submit">{name}</button></form> '
+        f'<input type="hidden" name="{CSRF_FIELD}" value="{e(csrf)}"><button type="submit">{name}</button></form> '
         for name, allowed in ACTIONS.items() if user_may_edit and a["status"] in allowed)
     link = f'{PAGE_PREFIX}/?{urlencode({"pipeline": a["pipeline"], "id": a["id"]})}'
+    data = f'{PAGES_PREFIX}/data?{urlencode({"pipeline": a["pipeline"], "span": a["last_span"]})}'
+    run = a["runs"][-1]["run_url"] if a["runs"] else None
+    actions += f'<a href="{e(data)}">data</a> ' + (f'<a href="{e(run)}" target="_top">run</a>' if run else "")
     return (f'<tr class="{"open" if a["status"] in OPEN else ""}"><td><a href="{link}">#{a["id"]}</a></td>'
             f'<td>{e(a["pipeline"])}</td><td>{e(a["feature"])}</td><td>{e(a["kind"])}</td>'
             f'<td class="{a["severity"]}">{a["severity"]}</td><td>{a["status"]}{" (not alerted)" if a["alert_pending"] else ""}</td><td>{a["occurrences"]}</td>'
@@ -71,14 +70,14 @@ def page(user: GetUserDep, pipeline: str | None = None, status: str | None = Non
          message: str | None = Query(default=None, alias="msg")) -> str:
     statuses = [status] if status else list(OPEN)
     found = [a for a in tracker().list(pipeline=pipeline, status=statuses, severity=severity, feature=feature, kind=kind)
-             if _may(user, "GET", a["pipeline"])]
+             if may(user, "GET", a["pipeline"])]
     detail = ""
     if id is not None:
         try:
             record = tracker().get(id)
         except TrackerError as e:
             raise HTTPException(404, str(e)) from None
-        if not _may(user, "GET", record["pipeline"]):
+        if not may(user, "GET", record["pipeline"]):
             raise HTTPException(403, "not allowed to read this pipeline's anomalies")
         detail = _detail(record)
     form = (f'<form method="get" action="{PAGE_PREFIX}/">'
@@ -89,7 +88,8 @@ def page(user: GetUserDep, pipeline: str | None = None, status: str | None = Non
             '<button type="submit">filter</button></form>')
     head = ("<tr><th>id</th><th>pipeline</th><th>feature</th><th>kind</th><th>severity</th><th>status</th>"
             "<th>seen</th><th>last span</th><th>owner</th><th>examples</th><th>description</th><th></th></tr>")
-    rows = "".join(_row(a, _may(user, "PUT", a["pipeline"])) for a in found) or \
+    csrf = csrf_token(user)
+    rows = "".join(_row(a, may(user, "PUT", a["pipeline"]), csrf) for a in found) or \
         '<tr><td colspan="12">no anomalies match</td></tr>'
     note = f'<p class="msg">{html.escape(message)}</p>' if message else ""
     return (f"<!doctype html><html><head><title>Anomalies</title><style>{STYLE}</style></head><body>"
@@ -98,8 +98,10 @@ def page(user: GetUserDep, pipeline: str | None = None, status: str | None = Non
 
 
 @app.post("/{anomaly_id}/{action}")
-def act(anomaly_id: int, action: str, user: GetUserDep, note: str | None = Form(default=None)):
-    """ack / resolve / accept as the signed-in user, then back to the page with what happened."""
+def act(anomaly_id: int, action: str, user: GetUserDep, note: str | None = Form(default=None),
+        token: str | None = Form(default=None, alias=CSRF_FIELD)):
+    """ack / resolve / accept as the signed-in user (with the page's CSRF token), then back to the
+    page with what happened."""
     if action not in ACTIONS:
         raise HTTPException(404, f"no action {action!r}")
     t = tracker()
@@ -107,8 +109,9 @@ def act(anomaly_id: int, action: str, user: GetUserDep, note: str | None = Form(
         record = t.get(anomaly_id)
     except TrackerError as e:
         raise HTTPException(404, str(e)) from None
-    if not _may(user, "PUT", record["pipeline"]):
+    if not may(user, "PUT", record["pipeline"]):
         raise HTTPException(403, "not allowed to change this pipeline's anomalies")
+    check_csrf(user, token)
     who = user.get_name()
     try:
         done = accept(t, anomaly_id, who, note) if action == "accept" else getattr(t, action)(anomaly_id, who, note)

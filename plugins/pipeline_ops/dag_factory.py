@@ -15,6 +15,7 @@ from pipeline_lib.config import discover, load_config
 from pipeline_ops.alerts import PUSHED, PUSH_REFUSED, channels, task_notifiers
 from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator, no_data_filer
 from pipeline_ops.assets import examples_asset
+from pipeline_ops.links import pages_doc
 from pipeline_ops.operators import OPERATORS, IngestOperator
 from pipeline_ops.sensors import new_data_sensor
 
@@ -26,7 +27,7 @@ def build_dag(config_path: Path) -> DAG:
     with DAG(
         dag_id=config.name,
         description=config.description,
-        doc_md=f"**{config.name}**: {config.description}\n\nConfig: `{path}`" + (
+        doc_md=f"**{config.name}**: {config.description}\n\nConfig: `{path}`\n\n{pages_doc(config.name)}" + (
             "" if channels(config.alerts) else "\n\n**Warning: alerts go nowhere** (no `alerts.slack_conn_id` or "
             "`alerts.email_to`): anomalies stay *not alerted* in the tracker until a channel is configured."),
         schedule=config.schedule,

@@ -15,6 +15,7 @@ from pipeline_lib import artifacts, bigquery, run_params, serving, span
 from pipeline_lib.config import load_config
 from pipeline_lib.launchers import StepFailed
 from pipeline_ops.launchers import launcher_for
+from pipeline_ops.links import DATA_LINK, MODELS_LINK
 
 
 def span_date(context) -> dt.date:
@@ -88,6 +89,7 @@ class IngestOperator(MLStepOperator):
 
 class ValidateOperator(MLStepOperator):
     step = "validate"
+    operator_extra_links = (DATA_LINK,)
 
 
 class TransformOperator(MLStepOperator):
@@ -100,6 +102,7 @@ class TrainOperator(MLStepOperator):
 
 class EvaluateOperator(MLStepOperator):
     step = "evaluate"
+    operator_extra_links = (MODELS_LINK,)
 
 
 class InfraValidateOperator(MLStepOperator):
@@ -114,6 +117,7 @@ class PushOperator(MLStepOperator):
     span already pushed a version: serving is untouched."""
 
     step = "push"
+    operator_extra_links = (MODELS_LINK,)
 
     def execute(self, context):
         result = super().execute(context)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ os.environ.update({
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
     "PIPELINE_RUNTIME_DIR": str(_HOME / "run"),  # the warm ML process the local launcher starts
+    "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex * 2,  # an API server started in a test needs one
 })
 sys.path[:0] = [str(REPO / "plugins"), str(REPO / "tests")]
 
@@ -38,18 +40,24 @@ def airflow_db():
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
 
 
+def isolate(root: Path, monkeypatch) -> Path:
+    """Point pipelines folder, artifact store, model repository, warehouse copy and anomaly
+    tracker at private places under `root`."""
+    from pipeline_fixtures import warehouse_copy
+
+    monkeypatch.setenv("PIPELINES_DIR", str(root / "pipelines"))
+    monkeypatch.setenv("PIPELINE_ARTIFACT_ROOT", str(root / "artifacts"))
+    monkeypatch.setenv("PIPELINE_SERVING_ROOT", str(root / "serving"))
+    monkeypatch.setenv("PIPELINE_WAREHOUSE", str(warehouse_copy(root)))
+    monkeypatch.setenv("PIPELINE_ANOMALY_DB", f"sqlite:///{root / 'anomalies.db'}")
+    return root
+
+
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
     """Private pipelines folder, artifact store, model repository, warehouse copy and anomaly
     tracker for one test."""
-    from pipeline_fixtures import warehouse_copy
-
-    monkeypatch.setenv("PIPELINES_DIR", str(tmp_path / "pipelines"))
-    monkeypatch.setenv("PIPELINE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("PIPELINE_SERVING_ROOT", str(tmp_path / "serving"))
-    monkeypatch.setenv("PIPELINE_WAREHOUSE", str(warehouse_copy(tmp_path)))
-    monkeypatch.setenv("PIPELINE_ANOMALY_DB", f"sqlite:///{tmp_path / 'anomalies.db'}")
-    return tmp_path
+    return isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture
@@ -121,3 +129,11 @@ def alert_connections(smtp_server, webhook_server, monkeypatch):
 
 
 ALERTS = {"slack_conn_id": "slack_alerts", "smtp_conn_id": "smtp_alerts", "email_to": ["ml-team@example.com"]}
+
+
+def airflow_token(role: str | None) -> str:
+    """A JWT of Airflow's auth manager for user `<role>-user` (role None: signed in, no rights)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=f"{role}-user", role=role))

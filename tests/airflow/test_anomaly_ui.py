@@ -7,6 +7,7 @@ import datetime as dt
 import re
 
 import pytest
+from conftest import airflow_token
 from pipeline_fixtures import write_pipeline
 
 from pipeline_lib.anomalies.tracker import Tracker
@@ -27,13 +28,6 @@ def client(isolated, airflow_db, monkeypatch):
     return TestClient(create_app(), base_url="http://127.0.0.1")
 
 
-def token(role: str) -> str:
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=f"{role}-user", role=role))
-
-
 def test_page_and_actions_need_airflow_auth(client):
     drift, warning = Tracker().file("taxi_tips", dt.date(2017, 1, 1), "run1", [DRIFT, WARNING])
     assert client.get("/anomaly-tracker/").status_code == 401
@@ -41,7 +35,7 @@ def test_page_and_actions_need_airflow_auth(client):
     assert client.get("/anomaly-tracker/", headers={"Authorization": "Bearer forged"}).status_code == 403
     assert Tracker().get(drift["id"])["status"] == "open"
 
-    client.cookies.set("_token", token("viewer"))
+    client.cookies.set("_token", airflow_token("viewer"))
     page = client.get("/anomaly-tracker/", params={"pipeline": "taxi_tips"})
     assert page.status_code == 200 and "Signed in as viewer-user" in page.text
     assert f"#{drift['id']}" in page.text and "COMPARATOR_L_INFTY_HIGH" in page.text
@@ -51,18 +45,22 @@ def test_page_and_actions_need_airflow_auth(client):
     only_warnings = client.get("/anomaly-tracker/", params={"severity": "warning"}).text
     assert "company" in only_warnings and "COMPARATOR_L_INFTY_HIGH" not in only_warnings
 
-    client.cookies.set("_token", token("admin"))
+    client.cookies.set("_token", airflow_token("admin"))
     page = client.get("/anomaly-tracker/")
     assert f'action="/anomaly-tracker/{drift["id"]}/accept"' in page.text
-    acked = client.post(f"/anomaly-tracker/{drift['id']}/ack", follow_redirects=False)
+    assert f'href="/pipeline-pages/data?pipeline=taxi_tips&amp;span=2017-01-01"' in page.text
+    csrf = {"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)}
+    assert client.post(f"/anomaly-tracker/{drift['id']}/ack").status_code == 403, "no CSRF token"
+    assert client.post(f"/anomaly-tracker/{drift['id']}/ack", data={"csrf_token": "forged"}).status_code == 403
+    acked = client.post(f"/anomaly-tracker/{drift['id']}/ack", data=csrf, follow_redirects=False)
     assert acked.status_code == 303 and "acknowledged+by+admin-user" in acked.headers["location"]
     assert Tracker().get(drift["id"])["owner"] == "admin-user"
-    accepted = client.post(f"/anomaly-tracker/{drift['id']}/accept", data={"note": "new fare policy"})
+    accepted = client.post(f"/anomaly-tracker/{drift['id']}/accept", data={"note": "new fare policy", **csrf})
     assert accepted.status_code == 200 and "accepted by admin-user" in accepted.text
     record = Tracker().get(drift["id"])
     assert (record["status"], record["resolved_by"], record["note"]) == ("accepted", "admin-user", "new fare policy")
     assert "no schema change" in record["schema_diff"]
-    again = client.post(f"/anomaly-tracker/{drift['id']}/resolve")
+    again = client.post(f"/anomaly-tracker/{drift['id']}/resolve", data=csrf)
     assert re.search(r"is accepted; only open or acknowledged ones can be resolved", again.text)
     detail = client.get("/anomaly-tracker/", params={"id": drift["id"], "status": "accepted"}).text
     assert "run1" in detail and "accepted by admin-user" in detail

@@ -227,11 +227,12 @@ def test_rollback_restores_the_previous_version_as_a_new_one(chain, make_config)
     serving.publish(Path(chain["train"]["model"]), model_dir, {"span": "2014-03-02", "run_id": "b"})
 
     listed = subprocess.run([sys.executable, "-m", "pipeline_lib.serving", "rollback", "--config",
-                             str(config.config_dir / "pipeline.yaml")], cwd=REPO, capture_output=True, text=True)
+                             str(config.config_dir / "pipeline.yaml"), "--by", "oncall"],
+                            cwd=REPO, capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     assert "version 3 now serves (a copy of version 1)" in listed.stdout
     assert serving.versions(model_dir) == [1, 2, 3]
-    assert serving.record(model_dir, 3)["rollback"] == {"restores": 1, "replaces": 2}
+    assert serving.record(model_dir, 3)["rollback"] == {"restores": 1, "replaces": 2, "by": "oncall"}
     assert serving.record(model_dir, 3)["run_id"] == "a"
     assert (model_dir / "3" / "saved_model.pb").read_bytes() == (model_dir / "1" / "saved_model.pb").read_bytes()
     with pytest.raises(ValueError, match="cannot roll back to 3"):
