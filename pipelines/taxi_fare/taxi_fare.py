@@ -18,23 +18,23 @@ def _dense(x, default):
 
 def preprocessing_fn(inputs, config):
     features = config.features
-    outputs = {key: tft.scale_to_z_score(tf.cast(_dense(inputs[key], 0), tf.float32)) for key in features.numeric}
+    outputs = {f"{key}_xf": tft.scale_to_z_score(tf.cast(_dense(inputs[key], 0), tf.float32)) for key in features.numeric}
     for key in features.categorical + features.vocabulary:
         default = "" if inputs[key].dtype == tf.string else -1
-        outputs[key] = tft.compute_and_apply_vocabulary(_dense(inputs[key], default), num_oov_buckets=1,
+        outputs[f"{key}_xf"] = tft.compute_and_apply_vocabulary(_dense(inputs[key], default), num_oov_buckets=1,
                                                         vocab_filename=key)
     outputs[config.label.key] = tf.cast(_dense(inputs["fare"], 0.0), tf.float32)
-    return outputs
+    return outputs  # transformed features end in _xf: TFMA slices on the raw ones
 
 
 def build_model(config, tf_transform_output) -> keras.Model:
     """The numbers as they are, the ids through embeddings, then the hidden layers."""
     features = config.features
-    inputs = {key: keras.Input(shape=(1,), name=key, dtype=tf.float32) for key in features.numeric}
-    ids = {key: keras.Input(shape=(1,), name=key, dtype=tf.int64) for key in features.categorical + features.vocabulary}
+    inputs = {key: keras.Input(shape=(1,), name=f"{key}_xf", dtype=tf.float32) for key in features.numeric}
+    ids = {key: keras.Input(shape=(1,), name=f"{key}_xf", dtype=tf.int64) for key in features.categorical + features.vocabulary}
     x = keras.layers.concatenate([*inputs.values(), *(
         keras.layers.Flatten()(keras.layers.Embedding(
-            tf_transform_output.num_buckets_for_transformed_feature(key), 4, name=f"embed_{key}")(value))
+            tf_transform_output.num_buckets_for_transformed_feature(f"{key}_xf"), 4, name=f"embed_{key}")(value))
         for key, value in ids.items())])
     for i, units in enumerate(config.training.hidden_units):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param, chain
 
-from pipeline_lib import run_params
-from pipeline_lib.config import discover, load_config
+from pipeline_lib import run_params, settings
+from pipeline_lib.config import CONFIG_FILENAME, discover, load_config
 from pipeline_ops.alerts import PUSHED, PUSH_REFUSED, task_notifiers
 from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
 from pipeline_ops.assets import examples_asset
@@ -48,6 +48,17 @@ def build_dag(config_path: Path) -> DAG:
     return dag
 
 
-def build_all(pipelines_dir: Path | None = None) -> dict[str, DAG]:
-    dags = (build_dag(path) for path in discover(pipelines_dir))
+def pipeline_dag(dag_file: str) -> DAG | None:
+    """The DAG of the pipeline named like its DAG file (`dags/<name>.py` -> `PIPELINES_DIR/<name>/`).
+    One file per pipeline because Airflow keeps one import error per DAG file and marks every DAG
+    of a file with an error stale: so a broken config, module or schema is this file's import
+    error (naming the file and field) and every other pipeline's DAG parses and runs. None (no
+    DAG) where PIPELINES_DIR has no such pipeline."""
+    path = settings.pipelines_dir() / Path(dag_file).stem / CONFIG_FILENAME
+    return build_dag(path) if path.exists() else None
+
+
+def build_all(pipelines_dir: Path | None = None, skip: set[str] = frozenset()) -> dict[str, DAG]:
+    """A DAG per config, except the pipelines named in `skip` (those with a DAG file of their own)."""
+    dags = (build_dag(path) for path in discover(pipelines_dir) if path.parent.name not in skip)
     return {dag.dag_id: dag for dag in dags}
