@@ -3,6 +3,7 @@ that names the field."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -101,3 +102,28 @@ def test_a_broken_pipeline_is_its_own_import_error_and_the_others_still_parse(tm
     (error,) = json.loads(listed.stdout.strip().splitlines()[-1])
     assert error["filepath"].endswith("dags/taxi_fare.py")
     assert message in error["error"]
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_a_logical_date_before_start_date_fails_the_run_saying_why(isolated):
+    """Airflow creates no task for a date before the tasks' start_date (the run would end
+    "success" having done nothing): the first task runs and fails it, naming the dates."""
+    from pipeline_fixtures import write_pipeline
+    from pipeline_ops.dag_factory import build_dag
+
+    config_path = write_pipeline(isolated / "pipelines")  # start_date 2017-01-01
+    run = build_dag(config_path).test(logical_date=dt.datetime(2016, 12, 1, tzinfo=dt.timezone.utc))
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert states == {task: "failed" if task == "wait_for_data" else "upstream_failed" for task in TASKS}
+    assert not (isolated / "artifacts" / "taxi_tips").exists(), "no step ran"
+
+
+def test_the_refusal_names_the_dates_and_the_config():
+    from pipeline_ops.dag_factory import build_dag
+
+    path = REPO / "pipelines" / "taxi_tips" / "pipeline.yaml"
+    refuse = build_dag(path).get_task("wait_for_data")._pre_execute_hook
+    with pytest.raises(Exception, match=rf"logical date 2016-12-01 is outside this pipeline's start_date 2017-01-01 \({path}\)"):
+        refuse({"logical_date": dt.datetime(2016, 12, 1, tzinfo=dt.timezone.utc)})
+    refuse({"logical_date": dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc)})  # on start_date: runs
