@@ -9,21 +9,15 @@ import tf_keras as keras
 from pipeline_lib import task
 
 
-def _dense(x, default):
-    """A possibly missing feature as a dense rank-1 tensor with `default` where it is missing."""
-    if isinstance(x, tf.sparse.SparseTensor):
-        x = tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default)
-    return tf.reshape(x, [-1])
-
-
 def preprocessing_fn(inputs, config):
     features = config.features
-    outputs = {f"{key}_xf": tft.scale_to_z_score(tf.cast(_dense(inputs[key], 0), tf.float32)) for key in features.numeric}
+    outputs = {f"{key}_xf": tft.scale_to_z_score(tf.cast(task.dense(inputs[key], 0), tf.float32))
+               for key in features.numeric}
     for key in features.categorical + features.vocabulary:
         default = "" if inputs[key].dtype == tf.string else -1
-        outputs[f"{key}_xf"] = tft.compute_and_apply_vocabulary(_dense(inputs[key], default), num_oov_buckets=1,
-                                                        vocab_filename=key)
-    outputs[config.label.key] = tf.cast(_dense(inputs["fare"], 0.0), tf.float32)
+        outputs[f"{key}_xf"] = tft.compute_and_apply_vocabulary(
+            task.dense(inputs[key], default), num_oov_buckets=1, vocab_filename=key)
+    outputs[config.label.key] = tf.cast(task.dense(inputs["fare"], 0.0), tf.float32)
     return outputs  # transformed features end in _xf: TFMA slices on the raw ones
 
 

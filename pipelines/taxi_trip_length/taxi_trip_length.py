@@ -10,19 +10,12 @@ import tf_keras as keras
 from pipeline_lib import task
 
 
-def _dense(x, default):
-    """A possibly missing feature as a dense rank-1 tensor with `default` where it is missing."""
-    if isinstance(x, tf.sparse.SparseTensor):
-        x = tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default)
-    return tf.reshape(x, [-1])
-
-
 def preprocessing_fn(inputs, config):
     features = config.features
-    outputs = {f"{key}_xf": tft.bucketize(_dense(inputs[key], 0.0), features.bucket_count) for key in features.bucketized}
+    outputs = {f"{key}_xf": tft.bucketize(task.dense(inputs[key], 0.0), features.bucket_count) for key in features.bucketized}
     for key in features.categorical:
-        outputs[f"{key}_xf"] = tft.compute_and_apply_vocabulary(_dense(inputs[key], -1), num_oov_buckets=1, vocab_filename=key)
-    miles = _dense(inputs["trip_miles"], 0.0)
+        outputs[f"{key}_xf"] = tft.compute_and_apply_vocabulary(task.dense(inputs[key], -1), num_oov_buckets=1, vocab_filename=key)
+    miles = task.dense(inputs["trip_miles"], 0.0)
     length = tf.where(miles < 2, "short", tf.where(miles < 8, "medium", "long"))
     outputs[config.label.key] = task.label_ids(length, config)
     return outputs  # transformed features end in _xf: TFMA slices on the raw ones
