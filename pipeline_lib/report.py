@@ -20,10 +20,17 @@ def _results(pipeline: str, date: dt.date) -> tuple[dict[str, dict | None], dict
         folder = artifacts.step_dir(pipeline, date, step)
         error = folder.with_name(f".{step}.error")
         if error.exists():
-            errors[step] = (error.read_text().strip().splitlines() or ["(no message)"])[0]
+            errors[step] = first_line(error.read_text())
         path = folder / artifacts.RESULT_FILENAME
         results[step] = json.loads(path.read_text()) if path.exists() and step not in errors else None
     return results, errors
+
+
+def first_line(error: str) -> str:
+    """An error's first line; with its last line where the first only announces it (TensorFlow's
+    "ValueError: in user code:")."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()] or ["(no message)"]
+    return f"{lines[0]} ... {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def outcome(results: dict[str, dict | None], errors: dict[str, str]) -> tuple[str, bool]:

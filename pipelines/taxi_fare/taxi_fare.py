@@ -24,16 +24,17 @@ def preprocessing_fn(inputs, config):
 def build_model(config, tf_transform_output) -> keras.Model:
     """The numbers as they are, the ids through embeddings, then the hidden layers."""
     features = config.features
-    inputs = {key: keras.Input(shape=(1,), name=f"{key}_xf", dtype=tf.float32) for key in features.numeric}
-    ids = {key: keras.Input(shape=(1,), name=f"{key}_xf", dtype=tf.int64) for key in features.categorical + features.vocabulary}
-    x = keras.layers.concatenate([*inputs.values(), *(
+    numbers = {f"{key}_xf": keras.Input(shape=(1,), name=f"{key}_xf") for key in features.numeric}
+    ids = {f"{key}_xf": keras.Input(shape=(1,), name=f"{key}_xf", dtype=tf.int64)
+           for key in features.categorical + features.vocabulary}
+    x = keras.layers.concatenate([*numbers.values(), *(
         keras.layers.Flatten()(keras.layers.Embedding(
-            tf_transform_output.num_buckets_for_transformed_feature(f"{key}_xf"), 4, name=f"embed_{key}")(value))
-        for key, value in ids.items())])
+            tf_transform_output.num_buckets_for_transformed_feature(name), 4, name=f"embed_{name}")(value))
+        for name, value in ids.items())])
     for i, units in enumerate(config.training.hidden_units):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
     output, loss, metrics = task.head(config, tf_transform_output)
-    model = keras.Model({**inputs, **ids}, output(x))
+    model = keras.Model({**numbers, **ids}, output(x))
     model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate), loss=loss,
                   metrics=metrics, steps_per_execution=config.training.steps_per_execution)
     return model

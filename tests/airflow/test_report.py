@@ -57,6 +57,11 @@ def test_a_failed_step_shows_the_first_line_of_its_error_and_fails_the_report(ca
     assert exit.value.code == 1 and "NOT PUSHED" in capsys.readouterr().out
 
 
+def test_an_error_whose_first_line_only_announces_it_shows_its_last_line_too():
+    error = "ValueError: in user code:\n\n    File \"training.py\", line 1439\n\n    ValueError: Missing data for input \"x\"\n"
+    assert report.first_line(error) == 'ValueError: in user code: ... ValueError: Missing data for input "x"'
+
+
 def test_blocking_anomalies_are_named():
     validated({"severity": "blocking", "splits": ["train"], "feature": "payment_type", "kind": "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
                "description": "Unexpected string values"},
