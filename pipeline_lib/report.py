@@ -52,8 +52,8 @@ def outcome(results: dict[str, dict | None], errors: dict[str, str]) -> tuple[st
 
 
 def _metrics(values: dict) -> str:
-    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) and not v.is_integer() else f"{k} {v:.0f}"
-                     for k, v in sorted(values.items()))
+    return ", ".join(f"{k} n/a" if v is None else f"{k} {v:.4f}" if isinstance(v, float) and not v.is_integer()
+                     else f"{k} {v:.0f}" for k, v in sorted(values.items()))
 
 
 def summary(pipeline: str, date: dt.date) -> tuple[str, bool]:
