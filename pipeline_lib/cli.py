@@ -79,6 +79,17 @@ def scratch_space(step: str):
         tempfile.tempdir = previous[1]
 
 
+def record_error(output_dir: Path, error: str | None) -> None:
+    """A failed step's error next to its output folder (`.<step>.error`), which `report` shows;
+    removed when the step succeeds."""
+    path = output_dir.with_name(f".{output_dir.name}.error")
+    if error:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(error)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -99,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         result, code = {"error": f"{type(e).__name__}: {e}"}, 1
     if args.result_file:
         args.result_file.write_text(json.dumps({**result, "peak_rss_mib": peak_rss_mib()}, default=str))
+    record_error(args.output_dir, result.get("error") if code else None)
     if code and args.error_file:
         args.error_file.write_text(result["error"])
     print(json.dumps(result, indent=2, default=str), flush=True)

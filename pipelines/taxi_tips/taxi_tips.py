@@ -9,6 +9,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from pipeline_lib import task
+
 
 def xf(name: str) -> str:
     return f"{name}_xf"
@@ -58,12 +60,9 @@ def build_model(config, tf_transform_output) -> keras.Model:
     x = keras.layers.concatenate(deep)
     for i, units in enumerate(config.training.hidden_units):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
-    # named layers: warm start matches them by name; float32 output under mixed precision on GPU
-    output = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output")(
-        keras.layers.concatenate([x, *wide]))
-    model = keras.Model(inputs, output)
-    model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate),
-                  loss="binary_crossentropy",
-                  metrics=[keras.metrics.BinaryAccuracy(), keras.metrics.AUC(name="auc")],
-                  steps_per_execution=config.training.steps_per_execution)
+    # named layers: warm start matches them by name; the output layer, loss and metrics follow label.task
+    output, loss, metrics = task.head(config, tf_transform_output)
+    model = keras.Model(inputs, output(keras.layers.concatenate([x, *wide])))
+    model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate), loss=loss,
+                  metrics=metrics, steps_per_execution=config.training.steps_per_execution)
     return model

@@ -72,6 +72,7 @@ def test_step_cli_reports_the_error_as_json(make_config, tmp_path):
     assert proc.returncode == 1
     assert "no_such_table does not exist" in json.loads(result_file.read_text())["error"]
     assert not (tmp_path / "out").exists()
+    assert "no_such_table does not exist" in (tmp_path / ".out.error").read_text(), "what `report` shows"
 
 
 def test_a_step_leaves_nothing_in_the_system_temp_folder(chain, config, tmp_path):
