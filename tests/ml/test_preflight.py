@@ -1,0 +1,89 @@
+"""Preflight: config and module mistakes found in a second, before ingest moves any data; a column
+the curated schema knows but the table lost is left to validate (a data change, not a mistake)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from pipeline_fixtures import write_pipeline
+from pipeline_lib import artifacts, preflight
+from pipeline_lib.config import load_config
+
+from conftest import SPAN, run_step
+
+
+def _config(env, name, overrides=None, module_edit=None):
+    path = write_pipeline(env / "pipelines", {"name": name, **(overrides or {})})
+    if module_edit:
+        module = path.parent / "taxi_tips.py"
+        module.write_text(module_edit(module.read_text()))
+    return load_config(path)
+
+
+def test_the_example_pipeline_passes(config):
+    report = preflight.check(config)
+    assert report.errors == [] and report.warnings == []
+
+
+def test_a_misspelled_column_fails_ingest_before_any_data_moves(env):
+    config = _config(env, "typo", {"features": {"categorical": ["trip_start_hour", "pickup_community"]}})
+    with pytest.raises(preflight.PreflightError) as e:
+        run_step(config, "ingest")
+    message = str(e.value)
+    assert "field 'features.categorical': 'pickup_community' is not in the schema (schema.pbtxt) nor in table taxi_trips" in message
+    assert "the table's columns: pickup_community_area, fare, " in message
+    assert not artifacts.step_dir(config.name, SPAN, "ingest").exists()
+
+
+def test_a_wrong_function_signature_and_an_unlisted_input(env):
+    config = _config(env, "signature", module_edit=lambda src: src
+                     .replace("def build_model(config, tf_transform_output)", "def build_model(tf_transform_output)")
+                     .replace('inputs["tips"]', 'inputs["tip"]'))
+    errors = preflight.run(config).errors
+    assert any("field 'module.model_fn': build_model(tf_transform_output) in taxi_tips.py line" in e
+               and "must take (config, tf_transform_output)" in e for e in errors), errors
+    assert any("field 'module.preprocessing_fn': preprocessing_fn reads inputs['tip']" in e for e in errors), errors
+    missing = _config(env, "missing_fn", {"module": {"file": "taxi_tips.py", "preprocessing_fn": "preprocess"}})
+    assert preflight.run(missing).errors == ["field 'module.preprocessing_fn': taxi_tips.py defines no function preprocess"]
+
+
+def test_a_missing_label_column(env):
+    config = _config(env, "no_label", {"label": {"key": "big_tipper", "raw_columns": ["tip_amount"]}})
+    errors = preflight.run(config).errors
+    assert len(errors) == 2, errors  # the config's label column, and the module still reading the old one
+    assert errors[0].startswith("field 'module.preprocessing_fn': preprocessing_fn reads inputs['tips']")
+    assert errors[1].startswith("field 'label.raw_columns': 'tip_amount' is not in the schema")
+
+
+def test_wrong_kinds_and_timestamp_unit(env):
+    config = _config(env, "kinds", {"features": {"categorical": ["trip_start_hour", "payment_type"],
+                                                 "vocabulary": ["company"]},
+                                    "source": {"timestamp_unit": "timestamp"}})
+    errors = preflight.run(config).errors
+    assert "field 'features.categorical': 'payment_type' is BYTES in the schema, a categorical column takes INT" in errors
+    assert any(e.startswith("field 'source.timestamp_unit': 'trip_start_timestamp' is INT in table taxi_trips") for e in errors)
+
+
+def test_a_column_the_schema_knows_but_the_table_lost_is_a_warning(env, tmp_path):
+    db = tmp_path / "dropped.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute(f"ATTACH '{env / 'warehouse.duckdb'}' AS src (READ_ONLY)")
+        con.execute("CREATE TABLE taxi_trips AS SELECT * EXCLUDE (company) FROM src.taxi_trips")
+    config = _config(env, "dropped", {"source": {"database": str(db)}})
+    report = preflight.check(config)
+    assert report.warnings == ["field 'features.vocabulary': 'company' is not in table taxi_trips "
+                               "(the schema has it: validate files the missing column as an anomaly)"]
+
+
+def test_the_command(env, config):
+    bad = _config(env, "cmd_typo", {"label": {"key": "big_tipper", "raw_columns": ["tip_amount"]}})
+    run = subprocess.run([sys.executable, "-m", "pipeline_lib.preflight", "--config", str(bad.config_dir / "pipeline.yaml")],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "preflight found 2 mistake(s)" in run.stderr and "'tip_amount'" in run.stderr
+    ok = subprocess.run([sys.executable, "-m", "pipeline_lib.preflight", "--config", str(config.config_dir / "pipeline.yaml")],
+                        capture_output=True, text=True, check=True)
+    assert ok.stdout.strip().endswith("preflight ok")
