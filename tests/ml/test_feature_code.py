@@ -1,0 +1,46 @@
+"""The test kit (pipeline_lib.testing) on the example pipelines' feature code: a handful of rows
+through the real preprocessing_fn and tf.Transform analyzers, in process."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline_lib.config import load_config
+from pipeline_lib.settings import REPO_ROOT
+from pipeline_lib.testing import transform_rows
+
+TAXI = REPO_ROOT / "pipelines" / "taxi_tips" / "pipeline.yaml"
+ROWS = [
+    {"fare": 10.0, "tips": 3.0, "payment_type": "Credit Card", "company": "Flash Cab", "trip_start_hour": 8},
+    {"fare": 20.0, "tips": 0.0, "payment_type": "Cash", "trip_start_hour": 17},
+    {"fare": 30.0, "tips": 6.5, "payment_type": "Credit Card", "company": "Flash Cab", "trip_start_hour": 8},
+    {"fare": None, "tips": 4.0, "payment_type": "Cash", "trip_start_hour": 23},
+]
+
+
+@pytest.fixture(scope="module")
+def taxi():
+    return load_config(TAXI)
+
+
+def test_taxi_label_and_transforms_on_four_rows(taxi):
+    out = transform_rows(taxi, ROWS)
+    assert [row["big_tipper"] for row in out] == [1, 0, 1, 0]  # tips > 20% of fare; no fare: 0
+    fares = [row["fare_xf"] for row in out]  # z-scores over the three fares, the missing one as 0
+    assert math.isclose(sum(fares), 0.0, abs_tol=1e-5) and fares[0] < fares[1] < fares[2]
+    payments = [row["payment_type_xf"] for row in out]  # one vocabulary id per value, frequent first
+    assert payments[0] == payments[2] != payments[1] == payments[3]
+    assert out[1]["company_xf"] != out[0]["company_xf"] == out[2]["company_xf"]  # missing company: its own id
+
+
+def test_a_column_the_schema_lacks_and_a_missing_label_are_named(taxi):
+    with pytest.raises(ValueError, match=r"rows hold columns the schema \(schema.pbtxt\) lacks: \['tip'\]"):
+        transform_rows(taxi, [{"tip": 1.0}])
+
+    def no_label(inputs, config):
+        return {"fare_xf": inputs["fare"]}
+
+    with pytest.raises(ValueError, match="did not output the label 'big_tipper'"):
+        transform_rows(taxi, ROWS, preprocessing_fn=no_label)
