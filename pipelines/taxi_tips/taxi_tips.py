@@ -1,41 +1,20 @@
 """taxi_tips: the data scientist's part of the pipeline, a preprocessing_fn and a model builder.
 
-Both read the feature lists from pipeline.yaml, so adding a feature of a known kind is a config
-change. Transformed features are named `<raw>_xf`; the label `big_tipper` is computed here from
-`tips` and `fare`, so serving requests need no tips column.
+Features are transformed by the platform's ready-made code for their kind (pipeline_lib.transforms,
+from pipeline.yaml's lists); what is really taxi's is the label: `big_tipper`, a tip above 20% of
+the fare, computed here from `tips` and `fare`, so serving requests need no tips column.
 """
 
 import tensorflow as tf
-import tensorflow_transform as tft
 import tf_keras as keras
 
-
-def xf(name: str) -> str:
-    return f"{name}_xf"
-
-
-def _dense(x, default):
-    """A var-len (possibly missing) feature as a dense rank-1 tensor with `default` for missing."""
-    if isinstance(x, tf.sparse.SparseTensor):
-        x = tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default)
-        return tf.squeeze(x, axis=1)
-    return tf.reshape(x, [-1])
+from pipeline_lib.transforms import dense, transform_features, xf
 
 
 def preprocessing_fn(inputs, config):
-    features = config.features
-    outputs = {}
-    for key in features.numeric:
-        outputs[xf(key)] = tft.scale_to_z_score(_dense(tf.cast(inputs[key], tf.float32), 0.0))
-    for key in features.bucketized:
-        outputs[xf(key)] = tft.bucketize(_dense(inputs[key], 0.0), features.bucket_count)
-    for key in features.categorical + features.vocabulary:
-        default = "" if inputs[key].dtype == tf.string else -1
-        outputs[xf(key)] = tft.compute_and_apply_vocabulary(
-            _dense(inputs[key], default), top_k=features.vocab_size,
-            num_oov_buckets=features.oov_buckets, vocab_filename=key)
-    fare = _dense(inputs["fare"], float("nan"))
-    tips = _dense(inputs["tips"], 0.0)
+    outputs = transform_features(inputs, config)
+    fare = dense(inputs["fare"], float("nan"))
+    tips = dense(inputs["tips"], 0.0)
     outputs[config.label.key] = tf.where(
         tf.math.is_nan(fare), tf.zeros_like(fare, tf.int64),
         tf.cast(tips > fare * 0.2, tf.int64))

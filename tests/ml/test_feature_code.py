@@ -28,8 +28,9 @@ def taxi():
 def test_taxi_label_and_transforms_on_four_rows(taxi):
     out = transform_rows(taxi, ROWS)
     assert [row["big_tipper"] for row in out] == [1, 0, 1, 0]  # tips > 20% of fare; no fare: 0
-    fares = [row["fare_xf"] for row in out]  # z-scores over the three fares, the missing one as 0
+    fares = [row["fare_xf"] for row in out]  # z-scores; the missing fare takes the mean (20)
     assert math.isclose(sum(fares), 0.0, abs_tol=1e-5) and fares[0] < fares[1] < fares[2]
+    assert math.isclose(fares[3], fares[1], abs_tol=1e-6)
     payments = [row["payment_type_xf"] for row in out]  # one vocabulary id per value, frequent first
     assert payments[0] == payments[2] != payments[1] == payments[3]
     assert out[1]["company_xf"] != out[0]["company_xf"] == out[2]["company_xf"]  # missing company: its own id

@@ -1,0 +1,51 @@
+"""Ready-made tf.Transform feature code, by feature kind (config `features`), for a
+preprocessing_fn to call or to be used whole: the platform's default when a module defines none.
+
+Each raw column `c` becomes `xf(c)`:
+- numeric: missing values take the column's mean, then z-score scaling;
+- bucketized: missing values take the column's mean, then `bucket_count` quantile buckets;
+- categorical (small integer ids) and vocabulary (strings): a vocabulary of the `vocab_size` most
+  frequent values plus `oov_buckets` hashed buckets for unseen ones; a missing value is a value of
+  its own ("" or -1), so it gets its own id.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+
+def xf(name: str) -> str:
+    """The transformed feature's name: what the model's inputs are called."""
+    return f"{name}_xf"
+
+
+def dense(x, default):
+    """A var-len (possibly missing) feature as a dense rank-1 tensor with `default` for missing."""
+    if isinstance(x, tf.sparse.SparseTensor):
+        x = tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default)
+        return tf.squeeze(x, axis=1)
+    return tf.reshape(x, [-1])
+
+
+def _filled_with_mean(x):
+    """Missing values replaced by the mean of the present ones (a full-pass analyzer)."""
+    x = tf.cast(x, tf.float32)
+    mean = tft.mean(x.values if isinstance(x, tf.sparse.SparseTensor) else x)
+    return dense(x, mean)
+
+
+def transform_features(inputs, config) -> dict:
+    """Every configured feature, transformed by its kind."""
+    features = config.features
+    outputs = {}
+    for key in features.numeric:
+        outputs[xf(key)] = tft.scale_to_z_score(_filled_with_mean(inputs[key]))
+    for key in features.bucketized:
+        outputs[xf(key)] = tft.bucketize(_filled_with_mean(inputs[key]), features.bucket_count)
+    for key in features.categorical + features.vocabulary:
+        default = "" if inputs[key].dtype == tf.string else -1
+        outputs[xf(key)] = tft.compute_and_apply_vocabulary(
+            dense(inputs[key], default), top_k=features.vocab_size,
+            num_oov_buckets=features.oov_buckets, vocab_filename=key)
+    return outputs
