@@ -23,6 +23,14 @@ class ConfigError(ValueError):
     """A pipeline config that cannot be used; the message names the file and the field."""
 
 
+class FieldError(ValueError):
+    """Raised by a whole-config check about one field, so the message names that field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -82,11 +90,19 @@ class Features(_Strict):
         return [*self.numeric, *self.bucketized, *self.categorical, *self.vocabulary]
 
 
+TaskKind = Literal["binary", "multiclass", "regression"]
+
+
 class Label(_Strict):
-    """The label is computed by preprocessing_fn from raw columns that serving requests lack."""
+    """The label is computed by preprocessing_fn from raw columns that serving requests lack.
+    `task` decides the model's output, loss, default metrics and serving signature: `binary`
+    (a 0/1 label, one sigmoid output), `multiclass` (class ids from the label's TFT vocabulary
+    named `key`, whose tokens are the class names; one softmax output per class) or `regression`
+    (a number, one linear output)."""
 
     key: str = Field(description="transformed feature the model learns")
     raw_columns: list[str] = Field(min_length=1, description="raw inputs absent at serving")
+    task: TaskKind = "binary"
 
 
 class Split(_Strict):
@@ -142,40 +158,79 @@ class Threshold(_Strict):
     upper_bound: float | None = None
     change_direction: Literal["higher_is_better", "lower_is_better"] | None = None
     change_absolute: float | None = None
+    change_relative: float | None = Field(default=None, description="a fraction of the serving model's value")
 
     @model_validator(mode="after")
     def _something_to_check(self):
-        if (self.change_direction is None) != (self.change_absolute is None):
-            raise ValueError("change_direction and change_absolute go together")
+        if (self.change_direction is None) != (self.change_absolute is None and self.change_relative is None):
+            raise ValueError("change_direction goes with change_absolute or change_relative")
         if self.lower_bound is None and self.upper_bound is None and self.change_direction is None:
             raise ValueError("a threshold needs a bound or a change threshold")
         return self
 
 
+# TFMA metric class names that mean something for each task kind; multi-class `Precision` and
+# `Recall` are computed per class (TFMA's class binarization) and averaged (`evaluation.average`).
+TASK_METRICS: dict[str, list[str]] = {
+    "binary": ["ExampleCount", "BinaryAccuracy", "AUC", "AUCPrecisionRecall", "Precision", "Recall",
+               "BinaryCrossentropy", "MeanLabel", "MeanPrediction", "Calibration"],
+    "multiclass": ["ExampleCount", "SparseCategoricalAccuracy", "SparseCategoricalCrossentropy",
+                   "Precision", "Recall", "MultiClassConfusionMatrixPlot"],
+    "regression": ["ExampleCount", "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError",
+                   "MeanLabel", "MeanPrediction"],
+}
+# what a config without `evaluation.metrics` / `evaluation.thresholds` is judged on: no worse than
+# the serving model (a first model: no value bound, except AUC above chance)
+DEFAULT_METRICS = {
+    "binary": ["ExampleCount", "BinaryAccuracy", "AUC"],
+    "multiclass": ["ExampleCount", "SparseCategoricalAccuracy", "Precision", "Recall"],
+    "regression": ["ExampleCount", "MeanSquaredError", "MeanAbsoluteError"],
+}
+DEFAULT_THRESHOLDS = {
+    "binary": {"AUC": {"lower_bound": 0.5, "change_direction": "higher_is_better", "change_absolute": -0.01}},
+    "multiclass": {"SparseCategoricalAccuracy": {"change_direction": "higher_is_better", "change_absolute": -0.01}},
+    "regression": {"MeanSquaredError": {"change_direction": "lower_is_better", "change_relative": 0.02}},
+}
+
+
 class Evaluation(_Strict):
-    """TFMA metrics (class names), slices (feature lists) and the thresholds that bless a model."""
+    """TFMA metrics (class names), slices (feature lists) and the thresholds that bless a model.
+    Metrics and thresholds default per `label.task` (DEFAULT_METRICS, DEFAULT_THRESHOLDS)."""
 
-    metrics: list[str] = Field(default=["ExampleCount", "BinaryAccuracy", "AUC"], min_length=1)
+    metrics: list[str] | None = Field(default=None, min_length=1)
     slices: list[list[str]] = []
-    thresholds: dict[str, Threshold] = {}
+    thresholds: dict[str, Threshold] | None = None
+    average: Literal["macro", "micro", "weighted"] = Field(
+        default="macro", description="multiclass: how per-class Precision/Recall make one number")
+    top_k: list[PositiveInt] = Field(default=[], description="multiclass: also Precision/Recall of the top k classes")
 
-    @model_validator(mode="after")
-    def _thresholds_name_metrics(self):
-        unknown = sorted(set(self.thresholds) - set(self.metrics))
+    def for_task(self, task: str) -> "Evaluation":
+        """This section with the task's defaults filled in and every metric checked against it."""
+        metrics = self.metrics or DEFAULT_METRICS[task]
+        thresholds = DEFAULT_THRESHOLDS[task] if self.thresholds is None else self.thresholds
+        for field, names in (("evaluation.metrics", metrics), ("evaluation.thresholds", list(thresholds))):
+            unfit = [m for m in names if m not in TASK_METRICS[task]]
+            if unfit:
+                raise FieldError(field, f"{unfit} do not fit a {task} label (label.task: {task}); "
+                                 f"{task} metrics are {TASK_METRICS[task]}")
+        unknown = sorted(set(thresholds) - set(metrics))
         if unknown:
-            raise ValueError(f"thresholds name metrics not in `metrics`: {unknown}")
-        return self
+            raise FieldError("evaluation.thresholds", f"names metrics not in `metrics`: {unknown}")
+        if self.top_k and task != "multiclass":
+            raise FieldError("evaluation.top_k", "is for multiclass labels (label.task)")
+        return self.model_copy(update={"metrics": metrics, "thresholds": {
+            k: v if isinstance(v, Threshold) else Threshold(**v) for k, v in thresholds.items()}})
 
 
 class InfraValidation(_Strict):
     """The candidate must answer `requests` single-example requests and `batch_requests` of
-    `batch_size` examples, each output shaped [batch, *output_shape]; optionally with the single
-    requests' p99 latency under `max_p99_ms`."""
+    `batch_size` examples through every signature it exports, each output shaped as the label's
+    task says (read from the model and its label vocabulary); optionally with the single requests'
+    p99 latency under `max_p99_ms`."""
 
     requests: PositiveInt = 100
     batch_requests: PositiveInt = 20
     batch_size: PositiveInt = 100
-    output_shape: list[PositiveInt] = [1]
     max_p99_ms: float | None = Field(default=None, gt=0)
 
 
@@ -380,6 +435,12 @@ class PipelineConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _evaluation_fits_task(self):
+        # a frozen model: the filled-in section replaces the written one
+        object.__setattr__(self, "evaluation", self.evaluation.for_task(self.label.task))
+        return self
+
+    @model_validator(mode="after")
     def _checks_name_columns(self):
         unknown = sorted(set(self.validation.features) - set(self.raw_columns()))
         if unknown:
@@ -401,6 +462,10 @@ class PipelineConfig(_Strict):
 def _format_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid pipeline config"]
     for e in err.errors():
+        cause = e.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError):
+            lines.append(f"  field '{cause.field}': {cause}")
+            continue
         field = ".".join(str(p) for p in e["loc"]) or "(top level)"
         lines.append(f"  field '{field}': {e['msg']}")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from pathlib import Path
 SERVING_SIGNATURE = "serving_default"
 TRANSFORM_SIGNATURE = "transform_features"
 RECORD = Path("assets.extra") / "pipeline_record.json"
+LABEL_INFO = Path("assets.extra") / "label.json"  # task and class names (output order), from train
 _INCOMING = ".incoming-"
 
 

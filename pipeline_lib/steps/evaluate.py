@@ -4,6 +4,7 @@ which thresholds failed and why."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from pipeline_lib import artifacts, serving
 from pipeline_lib.beam import pipeline_options
-from pipeline_lib.serving import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
+from pipeline_lib.serving import LABEL_INFO, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 CANDIDATE, BASELINE = "candidate", "baseline"
 DIFF = " - baseline"
@@ -35,11 +36,41 @@ def metric_threshold(threshold, with_change: bool):
         out.value_threshold.upper_bound.value = threshold.upper_bound
     if with_change and threshold.change_direction:
         out.change_threshold.direction = _DIRECTION[threshold.change_direction]
-        out.change_threshold.absolute.value = threshold.change_absolute
+        if threshold.change_absolute is not None:
+            out.change_threshold.absolute.value = threshold.change_absolute
+        if threshold.change_relative is not None:
+            out.change_threshold.relative.value = threshold.change_relative
     return out if out.ByteSize() else None
 
 
-def eval_config(config, with_baseline: bool):
+# multi-class metrics that TFMA computes per class (class binarization), then averages
+PER_CLASS = {"Precision", "Recall"}
+
+
+def metrics_specs(config, metrics: list, classes: list[str]) -> list:
+    """One spec for a binary or regression label. For a multi-class one, the per-class metrics
+    twice: binarized per class id (and top k) for the report, and averaged over the classes as
+    `evaluation.average` says, which is what their thresholds judge."""
+    if config.label.task != "multiclass":
+        return [tfma.MetricsSpec(metrics=metrics)]
+    evaluation = config.evaluation
+    plain = [m for m in metrics if m.class_name not in PER_CLASS]
+    averaged = [m for m in metrics if m.class_name in PER_CLASS]
+    specs = [tfma.MetricsSpec(metrics=plain)] if plain else []
+    if averaged:
+        ids = list(range(len(classes)))
+        weights = {i: 1.0 for i in ids}
+        average = {"macro": tfma.AggregationOptions(macro_average=True, class_weights=weights),
+                   "micro": tfma.AggregationOptions(micro_average=True, class_weights=weights),
+                   "weighted": tfma.AggregationOptions(weighted_macro_average=True, class_weights=weights)}
+        specs.append(tfma.MetricsSpec(metrics=averaged, aggregate=average[evaluation.average]))
+        specs.append(tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(class_name=m.class_name) for m in averaged],
+            binarize=tfma.BinarizationOptions(class_ids={"values": ids}, top_k_list={"values": evaluation.top_k})))
+    return specs
+
+
+def eval_config(config, with_baseline: bool, classes: list[str] = ()):
     evaluation = config.evaluation
     metrics = []
     for name in evaluation.metrics:
@@ -59,7 +90,7 @@ def eval_config(config, with_baseline: bool):
                                     preprocessing_function_names=[TRANSFORM_SIGNATURE])
                      for name in models],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=s) for s in evaluation.slices],
-        metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
+        metrics_specs=metrics_specs(config, metrics, list(classes)))
 
 
 def slicing_schema(config, schema: str) -> schema_pb2.Schema:
@@ -80,7 +111,20 @@ def slice_name(slice_key) -> str:
     return ", ".join(parts) or OVERALL
 
 
-def slice_metrics(output: Path, models: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+def metric_name(key, classes: list[str]) -> str:
+    """TFMA's metric name; a per-class one gets its class (`precision[Cash]`) or top k
+    (`precision[top 2]`). The averaged one keeps the plain name, which thresholds use."""
+    if not isinstance(key, tfma.metrics.MetricKey):  # the proto, as TFMA's outputs hold it
+        key = tfma.metrics.MetricKey.from_proto(key)
+    sub = key.sub_key
+    if sub is None:
+        return key.name
+    if sub.class_id is not None:
+        return f"{key.name}[{classes[sub.class_id] if sub.class_id < len(classes) else sub.class_id}]"
+    return f"{key.name}[top {sub.top_k}]" if sub.top_k is not None else f"{key.name}[k {sub.k}]"
+
+
+def slice_metrics(output: Path, models: list[str], classes: list[str] = ()) -> dict[str, dict[str, dict[str, float]]]:
     """slice -> model (or "<model> - baseline" for differences) -> metric -> value. TFMA leaves
     model_name empty when there is one model."""
     found: dict[str, dict[str, dict[str, float]]] = {}
@@ -88,9 +132,9 @@ def slice_metrics(output: Path, models: list[str]) -> dict[str, dict[str, dict[s
         by_model = found.setdefault(slice_name(per_slice.slice_key), {})
         for kv in per_slice.metric_keys_and_values:
             key = kv.key
-            if kv.value.HasField("double_value") and not key.HasField("sub_key"):
+            if kv.value.HasField("double_value"):
                 model = (key.model_name or models[0]) + (DIFF if key.is_diff else "")
-                by_model.setdefault(model, {})[key.name] = kv.value.double_value.value
+                by_model.setdefault(model, {})[metric_name(key, list(classes))] = kv.value.double_value.value
     return found
 
 
@@ -103,22 +147,24 @@ def threshold_text(threshold) -> str:
     if value.HasField("upper_bound"):
         parts.append(f"upper bound {value.upper_bound.value:g}")
     change = threshold.change_threshold
+    sign = ">=" if change.direction == tfma.MetricDirection.HIGHER_IS_BETTER else "<="
     if change.HasField("absolute"):
-        sign = ">=" if change.direction == tfma.MetricDirection.HIGHER_IS_BETTER else "<="
         parts.append(f"change {sign} {change.absolute.value:g}")
+    if change.HasField("relative"):
+        parts.append(f"relative change {sign} {change.relative.value:g}")
     return ", ".join(parts)
 
 
-def _failed(validation) -> set[tuple[str, bool, str]]:
+def _failed(validation, classes: list[str]) -> set[tuple[str, bool, str]]:
     kind = lambda t: "value_threshold" if t.HasField("value_threshold") else "change_threshold"
-    return {(f.metric_key.name, f.metric_key.is_diff, kind(f.metric_threshold))
+    return {(metric_name(f.metric_key, classes), f.metric_key.is_diff, kind(f.metric_threshold))
             for per_slice in validation.metric_validations_per_slice for f in per_slice.failures}
 
 
-def verdicts(cfg, validation, overall: dict[str, dict[str, float]]) -> list[dict]:
+def verdicts(cfg, validation, overall: dict[str, dict[str, float]], classes: list[str] = ()) -> list[dict]:
     """Every threshold that applied, with the value it judged and whether it passed (as TFMA's
     validation decided: a threshold passes unless TFMA lists it among the failures)."""
-    failed = _failed(validation)
+    failed = _failed(validation, list(classes))
     out = []
     for key, specs in tfma.metrics.metric_thresholds_from_metrics_specs(cfg.metrics_specs, cfg).items():
         if key.model_name != CANDIDATE and key.model_name:
@@ -126,10 +172,11 @@ def verdicts(cfg, validation, overall: dict[str, dict[str, float]]) -> list[dict
         for _, generic in specs:
             kind = "value_threshold" if isinstance(generic, tfma.GenericValueThreshold) else "change_threshold"
             threshold = tfma.MetricThreshold(**{kind: generic})
-            value = overall.get(CANDIDATE + (DIFF if key.is_diff else ""), {}).get(key.name)
-            out.append({"metric": key.name, "kind": "change" if key.is_diff else "value",
+            name = metric_name(key, list(classes))
+            value = overall.get(CANDIDATE + (DIFF if key.is_diff else ""), {}).get(name)
+            out.append({"metric": name, "kind": "change" if key.is_diff else "value",
                         "threshold": threshold_text(threshold), "value": value,
-                        "passed": (key.name, key.is_diff, kind) not in failed})
+                        "passed": (name, key.is_diff, kind) not in failed})
     return sorted(out, key=lambda v: (v["metric"], v["kind"]))
 
 
@@ -172,7 +219,8 @@ def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_c
     baseline_version = serving.latest_version(model_dir)
     # a forced retrain (run param) is judged like a first model: value thresholds only
     with_baseline = baseline_version is not None and not skip_change_threshold
-    cfg = eval_config(config, with_baseline)
+    classes = json.loads((Path(model) / LABEL_INFO).read_text())["classes"]
+    cfg = eval_config(config, with_baseline, classes)
     paths = {CANDIDATE: model}
     if with_baseline:
         paths[BASELINE] = str(model_dir / str(baseline_version))
@@ -186,8 +234,8 @@ def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_c
                                 pipeline_options=pipeline_options(config, eval_rows, beam_tmp),
                                 schema=slicing_schema(config, schema))
         validation = tfma.load_validation_result(str(out))
-        per_slice = slice_metrics(out, list(paths))
-        judged = verdicts(cfg, validation, per_slice[OVERALL])
+        per_slice = slice_metrics(out, list(paths), classes)
+        judged = verdicts(cfg, validation, per_slice[OVERALL], classes)
         reasons = reasons_from(judged, validation)
         if not with_baseline:
             reasons.append("change thresholds skipped (run param skip_change_threshold): judged on value "

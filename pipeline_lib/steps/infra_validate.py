@@ -1,10 +1,13 @@
 """Infra validation: before a push, the candidate is loaded in a fresh process (this step's own,
 not the one that trained it) the way a model server loads it, and answers serialized tf.Example
-requests from the eval data through its serving signature. A load failure, a missing signature, an
-error, a wrong output shape or a non-finite output fails the gate; p50/p99 latency is recorded."""
+requests from the eval data through every signature it exports. What each must answer follows
+from the label's task and classes, read from the model (`assets.extra/label.json`, written by
+train from the label vocabulary). A load failure, a missing signature, an error, a wrong output
+shape, wrong class names or a non-finite output fails the gate; p50/p99 latency is recorded."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline_lib import artifacts
-from pipeline_lib.serving import SERVING_SIGNATURE
+from pipeline_lib.serving import LABEL_INFO, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 INFRA_BLESSING = "infra_blessing.json"
 
@@ -21,13 +24,13 @@ class WrongResponse(Exception):
     """The model answered, but not with what a client expects."""
 
 
-def requests(config, examples: Path, count: int) -> list[bytes]:
+def requests(config, examples: Path, count: int, with_label: bool = False) -> list[bytes]:
     """Serialized eval examples as a client sends them: without the label's raw columns."""
     files = sorted(str(p) for p in (examples / "eval").glob("*.tfrecord"))
     out = []
     for record in tf.data.TFRecordDataset(files).take(count):
         example = tf.train.Example.FromString(record.numpy())
-        for column in config.label.raw_columns:
+        for column in [] if with_label else config.label.raw_columns:
             del example.features.feature[column]
         out.append(example.SerializeToString())
     if not out:
@@ -35,25 +38,50 @@ def requests(config, examples: Path, count: int) -> list[bytes]:
     return out
 
 
-def _problem(outputs, batch: int, shape: list[int]) -> str | None:
+def expected_outputs(label: dict) -> dict[str, dict[str, int]]:
+    """signature -> output -> columns per example, for the label's task and classes."""
+    classes = len(label["classes"])
+    out = {SERVING_SIGNATURE: {"outputs": classes if label["task"] == "multiclass" else 1}}
+    if label["task"] == "regression":
+        out["regress"] = {"outputs": 1}
+    else:
+        out["classify"] = {"classes": classes, "scores": classes}
+    return out
+
+
+def _problem(signature: str, outputs, batch: int, expected: dict[str, int], classes: list[str]) -> str | None:
     """Why one response is wrong, or None."""
-    for name, tensor in outputs.items():
-        if list(tensor.shape) != [batch, *shape]:
-            return f"output {name!r} has shape {list(tensor.shape)} for {batch} examples, expected {[batch, *shape]}"
-        if not np.isfinite(tensor.numpy()).all():
-            return f"output {name!r} holds non-finite values"
+    for name, columns in expected.items():
+        if name not in outputs:
+            return f"signature {signature!r} has no output {name!r} (has {sorted(outputs)})"
+        tensor = outputs[name]
+        if list(tensor.shape) != [batch, columns]:
+            return (f"signature {signature!r} output {name!r} has shape {list(tensor.shape)} for {batch} "
+                    f"examples, expected {[batch, columns]}")
+        values = tensor.numpy()
+        if name == "classes":
+            if [v.decode() for v in values[0]] != classes:
+                return f"signature {signature!r} answers classes {values[0].tolist()}, expected {classes}"
+        elif not np.isfinite(values).all():
+            return f"signature {signature!r} output {name!r} holds non-finite values"
     return None
 
 
-def _timed(serve, batch: list[bytes], shape: list[int]) -> float:
+def _timed(call, batch: list[bytes], check) -> float:
     """One request's latency in ms; raises WrongResponse when the response is wrong."""
     start = time.perf_counter()
-    outputs = serve(examples=tf.constant(batch))
+    outputs = call(tf.constant(batch))
     elapsed = (time.perf_counter() - start) * 1000
-    problem = _problem(outputs, len(batch), shape)
+    problem = check(outputs, len(batch))
     if problem:
         raise WrongResponse(problem)
     return elapsed
+
+
+def _caller(function):
+    """Call a signature by its one input, whatever it is named (`examples`, `inputs`)."""
+    (name,) = function.structured_input_signature[1]
+    return lambda batch: function(**{name: batch})
 
 
 def _percentiles(latencies: list[float]) -> dict:
@@ -69,23 +97,41 @@ def check(config, model: str, examples: Path) -> dict:
     except Exception as e:  # any load failure is the verdict, not a crash of the step
         verdict["reasons"].append(f"model failed to load: {type(e).__name__}: {str(e).splitlines()[0]}")
         return verdict
-    if SERVING_SIGNATURE not in loaded.signatures:
-        verdict["reasons"].append(f"no {SERVING_SIGNATURE!r} signature (has {sorted(loaded.signatures)})")
+    label_file = Path(model) / LABEL_INFO
+    if not label_file.is_file():
+        verdict["reasons"].append(f"no {LABEL_INFO} (the label's task and classes) in the model")
         return verdict
-    serve = loaded.signatures[SERVING_SIGNATURE]
+    label = json.loads(label_file.read_text())
+    expected = expected_outputs(label)
+    missing = sorted(set(expected) - set(loaded.signatures))
+    if missing:
+        verdict["reasons"].append(f"no {missing} signature (has {sorted(loaded.signatures)})")
+        return verdict
     pool = requests(config, examples, max(spec.requests, spec.batch_size))
     batch = [pool[i % len(pool)] for i in range(spec.batch_size)]
+    latency = {}
     try:
-        serve(examples=tf.constant(pool[:1]))  # warm-up, as TF Serving's warm-up requests do
-        single = [_timed(serve, [pool[i % len(pool)]], spec.output_shape) for i in range(spec.requests)]
-        batched = [_timed(serve, batch, spec.output_shape) for _ in range(spec.batch_requests)]
+        if TRANSFORM_SIGNATURE in loaded.signatures:  # TFMA's: raw examples with the label in
+            transformed = _caller(loaded.signatures[TRANSFORM_SIGNATURE])(
+                tf.constant(requests(config, examples, spec.batch_size, with_label=True)))
+            if label["key"] not in transformed:
+                raise WrongResponse(f"signature {TRANSFORM_SIGNATURE!r} does not answer the label {label['key']!r}")
+        for signature, outputs in expected.items():
+            call = _caller(loaded.signatures[signature])
+            check = lambda answer, n, s=signature, o=outputs: _problem(s, answer, n, o, label["classes"])
+            call(tf.constant(pool[:1]))  # warm-up, as TF Serving's warm-up requests do
+            single = [_timed(call, [pool[i % len(pool)]], check) for i in range(spec.requests)]
+            batched = [_timed(call, batch, check) for _ in range(spec.batch_requests)]
+            latency[signature] = {"single": _percentiles(single), f"batch_{spec.batch_size}": _percentiles(batched)}
     except WrongResponse as e:
         verdict["reasons"].append(str(e))
         return verdict
     except Exception as e:  # the model raised while answering
         verdict["reasons"].append(f"request failed: {type(e).__name__}: {str(e).splitlines()[0]}")
         return verdict
-    verdict["latency_ms"] = {"single": _percentiles(single), f"batch_{spec.batch_size}": _percentiles(batched)}
+    verdict["signatures"] = sorted(loaded.signatures)
+    verdict["latency_ms"] = latency.pop(SERVING_SIGNATURE)
+    verdict["signature_latency_ms"] = latency
     p99 = verdict["latency_ms"]["single"]["p99"]
     if spec.max_p99_ms is not None and p99 > spec.max_p99_ms:
         verdict["reasons"].append(f"p99 latency {p99:.1f} ms exceeds {spec.max_p99_ms:g} ms")

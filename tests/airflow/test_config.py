@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from pipeline_fixtures import TAXI_DIR, write_pipeline
 
 from pipeline_lib.config import ConfigError, load_config
@@ -22,9 +23,18 @@ def test_the_example_config_is_valid():
     ({"label": {"raw_columns": []}}, "field 'label.raw_columns': List should have at least 1 item"),
     ({"training": {"steps": "many"}}, "field 'training.steps': Input should be a valid integer"),
     ({"evaluation": {"thresholds": {"Precision": {"lower_bound": 0.5}}}},
-     "field 'evaluation': Value error, thresholds name metrics not in `metrics`: ['Precision']"),
+     "field 'evaluation.thresholds': names metrics not in `metrics`: ['Precision']"),
     ({"evaluation": {"thresholds": {"BinaryAccuracy": {"change_direction": "higher_is_better"}}}},
-     "field 'evaluation.thresholds.BinaryAccuracy': Value error, change_direction and change_absolute go together"),
+     "field 'evaluation.thresholds.BinaryAccuracy': Value error, change_direction goes with change_absolute or change_relative"),
+    # metrics that do not fit the label's task are refused at parse time
+    ({"label": {"task": "multiclass"}},
+     "field 'evaluation.metrics': ['BinaryAccuracy', 'AUC'] do not fit a multiclass label"),
+    ({"label": {"task": "regression"}, "evaluation": {"metrics": ["ExampleCount", "SparseCategoricalAccuracy"]}},
+     "field 'evaluation.metrics': ['SparseCategoricalAccuracy'] do not fit a regression label"),
+    ({"label": {"task": "regression"}, "evaluation": {"metrics": ["MeanSquaredError"], "thresholds": {
+        "BinaryAccuracy": {"lower_bound": 0.5}}}},
+     "field 'evaluation.thresholds': ['AUC', 'BinaryAccuracy'] do not fit a regression label"),
+    ({"label": {"task": "ranking"}}, "field 'label.task': Input should be 'binary', 'multiclass' or 'regression'"),
     ({"features": {"vocabulary": ["fare"]}}, "features listed under more than one kind: ['fare']"),
     ({"module": {"file": "missing.py"}}, "field 'module.file': no such file"),
     ({"validation": {"features": {"fares": {"drift": 0.1}}}},
@@ -39,6 +49,21 @@ def test_a_bad_field_is_named(tmp_path, overrides, message):
         load_config(path)
     assert str(path) in str(err.value)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("task, metrics, threshold", [
+    ("binary", ["ExampleCount", "BinaryAccuracy", "AUC"], "AUC"),
+    ("multiclass", ["ExampleCount", "SparseCategoricalAccuracy", "Precision", "Recall"], "SparseCategoricalAccuracy"),
+    ("regression", ["ExampleCount", "MeanSquaredError", "MeanAbsoluteError"], "MeanSquaredError"),
+])
+def test_metrics_and_thresholds_default_per_task(tmp_path, task, metrics, threshold):
+    path = write_pipeline(tmp_path, {"label": {"task": task}})
+    raw = yaml.safe_load(path.read_text())
+    del raw["evaluation"]
+    path.write_text(yaml.safe_dump(raw))
+    evaluation = load_config(path).evaluation
+    assert evaluation.metrics == metrics
+    assert list(evaluation.thresholds) == [threshold]
 
 
 def test_a_missing_required_section_is_named(tmp_path):
