@@ -110,7 +110,9 @@ class Split(_Strict):
 
 
 class UserModule(_Strict):
-    """File (relative to the config) that defines the preprocessing_fn and the model builder."""
+    """File (relative to the config) that may define the preprocessing_fn and the model builder;
+    the platform's ready-made ones (pipeline_lib.transforms, pipeline_lib.models) stand in for
+    what it does not define. A function name set here must be defined."""
 
     file: str
     preprocessing_fn: str = "preprocessing_fn"
@@ -147,6 +149,8 @@ class Training(_Strict):
     learning_rate: float = Field(default=0.001, gt=0)
     hidden_units: list[PositiveInt] = [64, 32]
     seed: int = Field(default=0, description="weights and shuffling repeat from run to run")
+    model: Literal["wide_and_deep", "dnn"] = Field(default="wide_and_deep", description=(
+        "the platform's model (pipeline_lib.models) when the module defines no model builder"))
     warm_start: WarmStart = WarmStart()
     early_stopping: EarlyStopping = EarlyStopping()
 
@@ -415,7 +419,7 @@ class PipelineConfig(_Strict):
     features: Features
     label: Label
     split: Split = Split()
-    module: UserModule
+    module: UserModule | None = Field(default=None, description="none: a config-only pipeline")
     training: Training = Training()
     evaluation: Evaluation = Evaluation()
     infra_validation: InfraValidation = InfraValidation()
@@ -452,8 +456,8 @@ class PipelineConfig(_Strict):
         cols = [*self.features.all(), *self.label.raw_columns, self.source.timestamp_column]
         return list(dict.fromkeys(cols))
 
-    def module_path(self) -> Path:
-        return self.config_dir / self.module.file
+    def module_path(self) -> Path | None:
+        return self.config_dir / self.module.file if self.module else None
 
     def schema_path(self) -> Path:
         return self.config_dir / self.validation.schema_file
@@ -484,7 +488,7 @@ def load_config(path: str | Path) -> PipelineConfig:
         config = PipelineConfig.model_validate({**raw, "config_dir": path.parent})
     except ValidationError as e:
         raise ConfigError(_format_error(path, e)) from None
-    if not config.module_path().is_file():
+    if config.module and not config.module_path().is_file():
         raise ConfigError(f"{path}: field 'module.file': no such file {config.module_path()}")
     return config
 

@@ -121,19 +121,26 @@ def check_columns(config, table: dict[str, str] | None, schema: dict[str, str] |
 
 def check_module(config, report: Report) -> None:
     """The module's functions and arguments, read from its source without importing it (importing
-    means importing TensorFlow: seconds)."""
+    means importing TensorFlow: seconds). What it does not define, the platform provides."""
     path = config.module_path()
-    try:
-        tree = ast.parse(path.read_text(), str(path))
-    except SyntaxError as e:
-        report.errors.append(f"field 'module.file': {path}:{e.lineno}: {e.msg}")
-        return
-    functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    functions = {}
+    if path is not None:
+        try:
+            tree = ast.parse(path.read_text(), str(path))
+        except SyntaxError as e:
+            report.errors.append(f"field 'module.file': {path}:{e.lineno}: {e.msg}")
+            return
+        functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    own_preprocessing = config.module and config.module.preprocessing_fn in functions
+    if not own_preprocessing and len(config.label.raw_columns) != 1:
+        report.errors.append(f"field 'label.raw_columns': the platform's preprocessing_fn takes the label from one "
+                             f"column as it is, not {config.label.raw_columns}: define a preprocessing_fn")
     for attr, expected in MODULE_FUNCTIONS.items():
-        name = getattr(config.module, attr)
+        name = getattr(config.module, attr) if config.module else None
         fn = functions.get(name)
         if fn is None:
-            report.errors.append(f"field 'module.{attr}': {path.name} defines no function {name}")
+            if config.module and attr in config.module.model_fields_set:
+                report.errors.append(f"field 'module.{attr}': {path.name} defines no function {name}")
             continue
         params = [a.arg for a in (*fn.args.posonlyargs, *fn.args.args)]
         if params[:len(expected)] != list(expected) and not fn.args.vararg:

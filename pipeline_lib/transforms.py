@@ -7,12 +7,16 @@ Each raw column `c` becomes `xf(c)`:
 - categorical (small integer ids) and vocabulary (strings): a vocabulary of the `vocab_size` most
   frequent values plus `oov_buckets` hashed buckets for unseen ones; a missing value is a value of
   its own ("" or -1), so it gets its own id.
+The label (`label.key`, from its one raw column) by `label.task`: binary a 0/1 integer, multiclass
+class ids through the label's vocabulary (pipeline_lib.task.label_ids), regression a float.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_transform as tft
+
+from pipeline_lib import task
 
 
 def xf(name: str) -> str:
@@ -49,3 +53,23 @@ def transform_features(inputs, config) -> dict:
             dense(inputs[key], default), top_k=features.vocab_size,
             num_oov_buckets=features.oov_buckets, vocab_filename=key)
     return outputs
+
+
+def transform_label(inputs, config):
+    """The label as the task needs it, from its one raw column as it is."""
+    columns = config.label.raw_columns
+    if len(columns) != 1:
+        raise ValueError(f"field 'label.raw_columns': the platform's preprocessing_fn takes the label from one "
+                         f"column as it is, not {columns}: compute it in the module's preprocessing_fn")
+    raw = inputs[columns[0]]
+    if config.label.task == "regression":
+        return dense(tf.cast(raw, tf.float32), 0.0)
+    if config.label.task == "binary":
+        return dense(tf.cast(raw, tf.int64), 0)
+    names = dense(raw, "") if raw.dtype == tf.string else tf.strings.as_string(dense(raw, -1))
+    return task.label_ids(names, config)
+
+
+def preprocessing_fn(inputs, config):
+    """The platform's preprocessing_fn: every feature by its kind, and the label."""
+    return {**transform_features(inputs, config), config.label.key: transform_label(inputs, config)}

@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import yaml
 
+from pipeline_fixtures import write_pipeline
 from pipeline_lib.config import load_config
 from pipeline_lib.settings import REPO_ROOT
 from pipeline_lib.testing import transform_rows
@@ -45,3 +47,26 @@ def test_a_column_the_schema_lacks_and_a_missing_label_are_named(taxi):
 
     with pytest.raises(ValueError, match="did not output the label 'big_tipper'"):
         transform_rows(taxi, ROWS, preprocessing_fn=no_label)
+
+
+def _config_only(env, name, label, task, features):
+    """A pipeline without a module: the platform's transforms and label for `task`."""
+    path = write_pipeline(env / "pipelines", {
+        "name": name, "module": None, "features": features, "label": {"key": f"{label}_label", "raw_columns": [label], "task": task},
+        "evaluation": {"metrics": None, "thresholds": None}})
+    raw = yaml.safe_load(path.read_text())
+    raw["validation"]["features"] = {}  # taxi's drift checks name columns this pipeline does not read
+    path.write_text(yaml.safe_dump(raw))
+    (path.parent / "taxi_tips.py").unlink()
+    return load_config(path)
+
+
+def test_config_only_regression_and_multiclass_labels(env):
+    features = {"numeric": ["trip_miles"], "bucketized": [], "categorical": ["trip_start_hour"], "vocabulary": []}
+    regression = _config_only(env, "fare_only", "fare", "regression", features)
+    out = transform_rows(regression, ROWS)
+    assert [row["fare_label"] for row in out] == [10.0, 20.0, 30.0, 0.0]  # a missing target reads 0
+    assert {"trip_miles_xf", "trip_start_hour_xf"} <= set(out[0])
+    multiclass = _config_only(env, "payment_only", "payment_type", "multiclass", features)
+    ids = [row["payment_type_label"] for row in transform_rows(multiclass, ROWS)]
+    assert sorted(set(ids)) == [0, 1] and ids[0] == ids[2] != ids[1] == ids[3]

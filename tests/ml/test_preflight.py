@@ -40,13 +40,16 @@ def test_a_misspelled_column_fails_ingest_before_any_data_moves(env):
 
 
 def test_a_wrong_function_signature_and_an_unlisted_input(env):
-    config = _config(env, "signature", module_edit=lambda src: src
-                     .replace("def build_model(config, tf_transform_output)", "def build_model(tf_transform_output)")
-                     .replace('inputs["tips"]', 'inputs["tip"]'))
-    errors = preflight.run(config).errors
-    assert any("field 'module.model_fn': build_model(tf_transform_output) in taxi_tips.py line" in e
-               and "must take (config, tf_transform_output)" in e for e in errors), errors
-    assert any("field 'module.preprocessing_fn': preprocessing_fn reads inputs['tip']" in e for e in errors), errors
+    swapped = _config(env, "signature", module_edit=lambda src: src.replace(
+        "def preprocessing_fn(inputs, config)", "def preprocessing_fn(config, inputs)"))
+    errors = preflight.run(swapped).errors
+    assert len(errors) == 1 and errors[0].startswith(
+        "field 'module.preprocessing_fn': preprocessing_fn(config, inputs) in taxi_tips.py line"), errors
+    assert errors[0].endswith("must take (inputs, config)")
+    unlisted = _config(env, "unlisted", module_edit=lambda src: src.replace('inputs["tips"]', 'inputs["tip"]'))
+    errors = preflight.run(unlisted).errors
+    assert len(errors) == 1 and errors[0].startswith(
+        "field 'module.preprocessing_fn': preprocessing_fn reads inputs['tip'] in taxi_tips.py"), errors
     missing = _config(env, "missing_fn", {"module": {"file": "taxi_tips.py", "preprocessing_fn": "preprocess"}})
     assert preflight.run(missing).errors == ["field 'module.preprocessing_fn': taxi_tips.py defines no function preprocess"]
 
