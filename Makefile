@@ -67,12 +67,15 @@ airflow: envs data airflow-init
 	AIRFLOW_PORT=$(AIRFLOW_PORT) scripts/airflow_local.sh
 
 # the run's log goes to a file; the summary is printed whether the run passed or not
+# (PIPELINE=taxi_trip_length or taxi_fare: another example pipeline)
+PIPELINE ?= taxi_tips
+DEMO_LOG = $(DATA)/demo-$(PIPELINE)-$(DEMO_DATE).log
 demo: envs data airflow-init
-	@echo "airflow dags test taxi_tips $(DEMO_DATE) (log: $(DATA)/demo-$(DEMO_DATE).log)"
-	@rc=0; $(AF)/bin/airflow dags test taxi_tips $(DEMO_DATE) > $(DATA)/demo-$(DEMO_DATE).log 2>&1 || rc=$$?; \
-	if [ $$rc -ne 0 ]; then tail -n 40 $(DATA)/demo-$(DEMO_DATE).log; echo; fi; \
-	$(AF)/bin/python -m pipeline_lib.report --pipeline taxi_tips --date $(DEMO_DATE) || { r=$$?; [ $$rc -ne 0 ] || rc=$$r; }; \
-	if [ $$rc -ne 0 ]; then echo "demo run failed (exit $$rc): see $(DATA)/demo-$(DEMO_DATE).log"; fi; \
+	@echo "airflow dags test $(PIPELINE) $(DEMO_DATE) (log: $(DEMO_LOG))"
+	@rc=0; $(AF)/bin/airflow dags test $(PIPELINE) $(DEMO_DATE) > $(DEMO_LOG) 2>&1 || rc=$$?; \
+	if [ $$rc -ne 0 ]; then tail -n 40 $(DEMO_LOG); echo; fi; \
+	$(AF)/bin/python -m pipeline_lib.report --pipeline $(PIPELINE) --date $(DEMO_DATE) || { r=$$?; [ $$rc -ne 0 ] || rc=$$r; }; \
+	if [ $$rc -ne 0 ]; then echo "demo run failed (exit $$rc): see $(DEMO_LOG)"; fi; \
 	exit $$rc
 
 test: envs data

@@ -57,6 +57,17 @@ def peak_rss_mib() -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 
 
+def record_error(output_dir: Path, error: str | None) -> None:
+    """A failed step's error next to its output folder (`.<step>.error`), which `report` shows;
+    removed when the step succeeds."""
+    path = output_dir.with_name(f".{output_dir.name}.error")
+    if error:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(error)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -76,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         result, code = {"error": f"{type(e).__name__}: {e}"}, 1
     if args.result_file:
         args.result_file.write_text(json.dumps({**result, "peak_rss_mib": peak_rss_mib()}, default=str))
+    record_error(args.output_dir, result.get("error") if code else None)
     if code and args.error_file:
         args.error_file.write_text(result["error"])
     print(json.dumps(result, indent=2, default=str), flush=True)

@@ -490,7 +490,36 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(_format_error(path, e)) from None
     if config.module and not config.module_path().is_file():
         raise ConfigError(f"{path}: field 'module.file': no such file {config.module_path()}")
+    if config.schema_path().exists():
+        problem = schema_problem(config.schema_path().read_text(), config.raw_columns())
+        if problem:
+            raise ConfigError(f"{path}: field 'validation.schema_file': {config.schema_path()}: {problem}")
     return config
+
+
+def schema_problem(text: str, columns: list[str]) -> str | None:
+    """What makes a TFDV schema (protobuf text) unusable for these columns, checked without the
+    protobuf classes (the Airflow environment has none): unbalanced braces or quotes, or a column
+    the pipeline reads that no top-level `feature` names. Validate reads it fully."""
+    depth, block, names = 0, [], set()
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#")[0].strip() if '"' not in line else line.strip()
+        if line.count('"') % 2:
+            return f"line {number}: unbalanced quote"
+        if line.endswith("{"):
+            block.append(line[:-1].strip().rstrip(":").strip())
+            depth += 1
+        elif line == "}":
+            depth -= 1
+            if depth < 0:
+                return f"line {number}: '}}' without '{{'"
+            block.pop()
+        elif depth == 1 and block[-1] == "feature" and line.startswith("name:"):
+            names.add(line.split(":", 1)[1].strip().strip('"'))
+    if depth:
+        return "a '{' is never closed"
+    missing = [c for c in columns if c not in names]
+    return f"no feature for the columns {missing}" if missing else None
 
 
 def discover(pipelines_dir: Path | None = None) -> list[Path]:

@@ -1,5 +1,8 @@
 """`python -m pipeline_lib.report --pipeline NAME --date YYYY-MM-DD`: what one run did, read from
-the steps' result.json files in the artifact store (stdlib only: runs in either environment)."""
+the steps' result.json files (and failed steps' `.<step>.error`) in the artifact store (stdlib
+only: runs in either environment). It ends with the outcome in words, PUSHED or NOT PUSHED and
+why, and exits 1 when no model was pushed because something failed or the run stopped short (a
+push refused by the quality gate is a normal outcome: exit 0)."""
 
 from __future__ import annotations
 
@@ -10,21 +13,52 @@ import json
 from pipeline_lib import artifacts
 
 
-def _results(pipeline: str, date: dt.date) -> dict[str, dict | None]:
-    out = {}
+def _results(pipeline: str, date: dt.date) -> tuple[dict[str, dict | None], dict[str, str]]:
+    """Each step's result (None: it did not finish) and the error of each step that failed."""
+    results, errors = {}, {}
     for step in artifacts.STEPS:
-        path = artifacts.step_dir(pipeline, date, step) / artifacts.RESULT_FILENAME
-        out[step] = json.loads(path.read_text()) if path.exists() else None
-    return out
+        folder = artifacts.step_dir(pipeline, date, step)
+        error = folder.with_name(f".{step}.error")
+        if error.exists():
+            errors[step] = first_line(error.read_text())
+        path = folder / artifacts.RESULT_FILENAME
+        results[step] = json.loads(path.read_text()) if path.exists() and step not in errors else None
+    return results, errors
+
+
+def first_line(error: str) -> str:
+    """An error's first line; with its last line where the first only announces it (TensorFlow's
+    "ValueError: in user code:")."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()] or ["(no message)"]
+    return f"{lines[0]} ... {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+def outcome(results: dict[str, dict | None], errors: dict[str, str]) -> tuple[str, bool]:
+    """(the run's outcome in words, whether it is a failure)."""
+    push = results["push"]
+    if push and push["pushed"]:
+        return f"PUSHED version {push['version']}", False
+    if push:
+        return f"NOT PUSHED (the quality gate refused it; serving stays at version {push['version']}): {push['reason']}", False
+    if errors:
+        return "NOT PUSHED: " + "; ".join(f"{step} failed: {error}" for step, error in errors.items()), True
+    validate = results["validate"]
+    blocking = [a for a in (validate or {}).get("anomalies", []) if a["severity"] == "blocking"]
+    if blocking and results["transform"] is None:
+        return ("NOT PUSHED: blocked by anomalies " + ", ".join(f"{a['feature']} ({a['kind']})" for a in blocking)
+                + " (python -m pipeline_lib.anomalies list)"), True
+    ran = [step for step, result in results.items() if result]
+    return f"NOT PUSHED: the run stopped after {ran[-1] if ran else 'no step'} (see its Airflow log)", True
 
 
 def _metrics(values: dict) -> str:
-    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) and not v.is_integer() else f"{k} {v:.0f}"
-                     for k, v in sorted(values.items()))
+    return ", ".join(f"{k} n/a" if v is None else f"{k} {v:.4f}" if isinstance(v, float) and not v.is_integer()
+                     else f"{k} {v:.0f}" for k, v in sorted(values.items()))
 
 
-def summary(pipeline: str, date: dt.date) -> str:
-    r = _results(pipeline, date)
+def summary(pipeline: str, date: dt.date) -> tuple[str, bool]:
+    """The report's text and whether the run failed."""
+    r, errors = _results(pipeline, date)
     lines = [f"pipeline {pipeline}, span {date}  (artifacts: {artifacts.run_dir(pipeline, date)})"]
     if r["ingest"]:
         w, rows = r["ingest"]["window"], r["ingest"]["rows"]
@@ -58,8 +92,10 @@ def summary(pipeline: str, date: dt.date) -> str:
         p = r["push"]
         lines.append(f"  pushed     version {p['version']} -> {p['path']}" if p["pushed"]
                      else f"  pushed     no, serving stays at version {p['version']}: {p['reason']}")
-    lines += [f"  {step:<10} did not run" for step, res in r.items() if res is None]
-    return "\n".join(lines)
+    lines += [f"  {step:<10} FAILED: {errors[step]}" if step in errors else f"  {step:<10} did not run"
+              for step, res in r.items() if res is None]
+    text, failed = outcome(r, errors)
+    return "\n".join([*lines, "", text]), failed
 
 
 def main() -> None:
@@ -67,7 +103,9 @@ def main() -> None:
     parser.add_argument("--pipeline", required=True)
     parser.add_argument("--date", required=True, type=dt.date.fromisoformat)
     args = parser.parse_args()
-    print(summary(args.pipeline, args.date))
+    text, failed = summary(args.pipeline, args.date)
+    print(text)
+    raise SystemExit(1 if failed else 0)
 
 
 if __name__ == "__main__":

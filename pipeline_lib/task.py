@@ -18,6 +18,14 @@ BINARY_CLASSES = ["0", "1"]
 OUTPUT_LAYER = "output"
 
 
+def dense(x, default) -> tf.Tensor:
+    """A raw column (var-len in the tf.Examples, so sparse when it may be missing) as a dense
+    rank-1 tensor with `default` where it is missing: what a label or a transform starts from."""
+    if isinstance(x, tf.sparse.SparseTensor):
+        x = tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default)
+    return tf.reshape(x, [-1])
+
+
 def label_ids(class_names: tf.Tensor, config) -> tf.Tensor:
     """Multiclass: string class names -> class ids through a TFT vocabulary named after the label
     (its tokens are the class names, in the order of the model's outputs)."""

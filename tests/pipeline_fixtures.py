@@ -22,14 +22,15 @@ def merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def write_pipeline(pipelines_dir: Path, overrides: dict | None = None) -> Path:
-    """Copy taxi_tips (module and curated schema) into `pipelines_dir/<name>/` with `overrides`
-    deep-merged into its config."""
-    raw = merge(yaml.safe_load((TAXI_DIR / "pipeline.yaml").read_text()), overrides or {})
+def write_pipeline(pipelines_dir: Path, overrides: dict | None = None, source: Path = TAXI_DIR) -> Path:
+    """Copy an example pipeline (default taxi_tips; module and curated schema) into
+    `pipelines_dir/<name>/` with `overrides` deep-merged into its config."""
+    original = yaml.safe_load((source / "pipeline.yaml").read_text())
+    raw = merge(original, overrides or {})
     target = pipelines_dir / raw["name"]
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("taxi_tips.py", "schema.pbtxt"):
-        shutil.copy(TAXI_DIR / name, target / name)
+    for name in (source / original["module"]["file"], source / "schema.pbtxt"):
+        shutil.copy(name, target / name.name)
     path = target / "pipeline.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -9,7 +9,9 @@ anomaly again means data the acceptance did not cover (another new value, drift 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import threading
 from pathlib import Path
 
@@ -44,7 +46,10 @@ class Tracker:
         url = make_url(url or settings.anomaly_db_url())
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
+        sqlite_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+        # SQLite has one writer at a time: pipelines filing at once wait for it (30 s, not 5)
+        self.engine = create_engine(url, **({"connect_args": {"timeout": 30}} if sqlite_file else {}))
+        self._migration_lock = Path(f"{url.database}.migrate.lock") if sqlite_file else None
         if url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_foreign_keys)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
@@ -53,9 +58,24 @@ class Tracker:
     def migrate(self, revision: str = "head") -> None:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with _MIGRATING, self.engine.begin() as connection:
+        with _MIGRATING, self._between_processes(), self.engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, revision)
+
+    @contextlib.contextmanager
+    def _between_processes(self):
+        """One migration at a time across processes on a SQLite file: its DDL is not transactional
+        under pysqlite, so tasks of several pipelines starting on a new file all created the tables
+        ("table anomaly already exists"). Postgres is migrated once, by the stack's init."""
+        if self._migration_lock is None:
+            yield
+            return
+        with open(self._migration_lock, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def session(self) -> Session:
         return self._session()

@@ -5,6 +5,7 @@ which thresholds failed and why."""
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -134,7 +135,9 @@ def slice_metrics(output: Path, models: list[str], classes: list[str] = ()) -> d
             key = kv.key
             if kv.value.HasField("double_value"):
                 model = (key.model_name or models[0]) + (DIFF if key.is_diff else "")
-                by_model.setdefault(model, {})[metric_name(key, list(classes))] = kv.value.double_value.value
+                value = kv.value.double_value.value  # NaN (e.g. precision of a class never
+                # predicted) is not JSON: None, shown as n/a
+                by_model.setdefault(model, {})[metric_name(key, list(classes))] = value if math.isfinite(value) else None
     return found
 
 
@@ -182,7 +185,8 @@ def verdicts(cfg, validation, overall: dict[str, dict[str, float]], classes: lis
 
 def reasons_from(judged: list[dict], validation) -> list[str]:
     reasons = [f"{v['metric']}{' change vs serving model' if v['kind'] == 'change' else ''} = "
-               f"{v['value']:.4f} fails {v['threshold']}" for v in judged if not v["passed"]]
+               f"{'n/a' if v['value'] is None else format(v['value'], '.4f')} fails {v['threshold']}"
+               for v in judged if not v["passed"]]
     if not validation.validation_ok and not reasons:  # e.g. a metric TFMA could not compute
         reasons.append(f"TFMA validation failed: {str(validation).strip()[:500]}")
     return reasons
@@ -193,7 +197,7 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 
 def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.0f}" if float(value).is_integer() else f"{value:.4f}"
+    return "n/a" if value is None else f"{value:.0f}" if float(value).is_integer() else f"{value:.4f}"
 
 
 def report(config, blessing: dict, per_slice: dict) -> str:

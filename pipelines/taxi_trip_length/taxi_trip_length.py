@@ -10,32 +10,27 @@ import tf_keras as keras
 from pipeline_lib import task
 
 
-def _dense(x, default):
-    """A possibly missing feature as a dense rank-1 tensor with `default` where it is missing."""
-    if isinstance(x, tf.sparse.SparseTensor):
-        x = tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default)
-    return tf.reshape(x, [-1])
-
-
 def preprocessing_fn(inputs, config):
     features = config.features
-    outputs = {key: tft.bucketize(_dense(inputs[key], 0.0), features.bucket_count) for key in features.bucketized}
+    outputs = {f"{key}_xf": tft.bucketize(task.dense(inputs[key], 0.0), features.bucket_count)
+               for key in features.bucketized}
     for key in features.categorical:
-        outputs[key] = tft.compute_and_apply_vocabulary(_dense(inputs[key], -1), num_oov_buckets=1, vocab_filename=key)
-    miles = _dense(inputs["trip_miles"], 0.0)
+        outputs[f"{key}_xf"] = tft.compute_and_apply_vocabulary(
+            task.dense(inputs[key], -1), num_oov_buckets=1, vocab_filename=key)
+    miles = task.dense(inputs["trip_miles"], 0.0)
     length = tf.where(miles < 2, "short", tf.where(miles < 8, "medium", "long"))
     outputs[config.label.key] = task.label_ids(length, config)
-    return outputs
+    return outputs  # transformed features end in _xf: TFMA slices on the raw ones
 
 
 def build_model(config, tf_transform_output) -> keras.Model:
     """Embeddings of every feature, then the hidden layers."""
-    inputs = {key: keras.Input(shape=(1,), name=key, dtype=tf.int64)
+    inputs = {f"{key}_xf": keras.Input(shape=(1,), name=f"{key}_xf", dtype=tf.int64)
               for key in config.features.bucketized + config.features.categorical}
     x = keras.layers.concatenate([
         keras.layers.Flatten()(keras.layers.Embedding(
-            tf_transform_output.num_buckets_for_transformed_feature(key), 8, name=f"embed_{key}")(value))
-        for key, value in inputs.items()])
+            tf_transform_output.num_buckets_for_transformed_feature(name), 8, name=f"embed_{name}")(value))
+        for name, value in inputs.items()])
     for i, units in enumerate(config.training.hidden_units):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
     output, loss, metrics = task.head(config, tf_transform_output)

@@ -8,9 +8,10 @@ import datetime as dt
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, chain
+from airflow.sdk.exceptions import AirflowFailException
 
-from pipeline_lib import run_params
-from pipeline_lib.config import discover, load_config
+from pipeline_lib import run_params, settings
+from pipeline_lib.config import CONFIG_FILENAME, discover, load_config
 from pipeline_ops.alerts import PUSHED, PUSH_REFUSED, task_notifiers
 from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
 from pipeline_ops.assets import examples_asset
@@ -44,10 +45,45 @@ def build_dag(config_path: Path) -> DAG:
             tasks[-1].on_success_callback = task_notifiers(config.alerts, "succeeded", PUSHED)
         gate = [FileAnomaliesOperator(config_path=path), AnomaliesResolvedSensor(config_path=path)]
         after_validate = [t.task_id for t in tasks].index("validate") + 1
-        chain(new_data_sensor(config, path), *tasks[:after_validate], *gate, *tasks[after_validate:])
+        first = new_data_sensor(config, path, pre_execute=refuse_outside(config, path))
+        chain(first, *tasks[:after_validate], *gate, *tasks[after_validate:])
+    # Airflow creates no task instance for a logical date outside the tasks' start/end dates, so
+    # such a run would end "success" having run nothing: every task exists for every date, and the
+    # first one fails the run with the reason (start_date/end_date still bound the schedule)
+    for task in dag.tasks:
+        task.start_date, task.end_date = EARLIEST, None
     return dag
 
 
-def build_all(pipelines_dir: Path | None = None) -> dict[str, DAG]:
-    dags = (build_dag(path) for path in discover(pipelines_dir))
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def refuse_outside(config, config_path: str):
+    """The pre-execute hook that fails a run whose logical date is outside [start_date, end_date]."""
+    def refuse(context):
+        logical_date = context.get("logical_date")
+        if logical_date is None:
+            return
+        day = logical_date.date()
+        if day < config.start_date or (config.end_date and day > config.end_date):
+            bounds = f"start_date {config.start_date}" + (f", end_date {config.end_date}" if config.end_date else "")
+            raise AirflowFailException(
+                f"logical date {day} is outside this pipeline's {bounds} ({config_path}): "
+                "run a date within them, or change them in the config")
+    return refuse
+
+
+def pipeline_dag(dag_file: str) -> DAG | None:
+    """The DAG of the pipeline named like its DAG file (`dags/<name>.py` -> `PIPELINES_DIR/<name>/`).
+    One file per pipeline because Airflow keeps one import error per DAG file and marks every DAG
+    of a file with an error stale: so a broken config, module or schema is this file's import
+    error (naming the file and field) and every other pipeline's DAG parses and runs. None (no
+    DAG) where PIPELINES_DIR has no such pipeline."""
+    path = settings.pipelines_dir() / Path(dag_file).stem / CONFIG_FILENAME
+    return build_dag(path) if path.exists() else None
+
+
+def build_all(pipelines_dir: Path | None = None, skip: set[str] = frozenset()) -> dict[str, DAG]:
+    """A DAG per config, except the pipelines named in `skip` (those with a DAG file of their own)."""
+    dags = (build_dag(path) for path in discover(pipelines_dir) if path.parent.name not in skip)
     return {dag.dag_id: dag for dag in dags}

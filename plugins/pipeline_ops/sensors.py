@@ -44,10 +44,10 @@ class DuckDBNewDataSensor(BaseSensorOperator):
                                        f"load it, or clear this task once it is there ({e})") from None
 
 
-def new_data_sensor(config, config_path: str) -> BaseSensorOperator:
+def new_data_sensor(config, config_path: str, **kwargs) -> BaseSensorOperator:
     """The sensor for the pipeline's source kind, timing from `source.freshness`."""
     wait = config.source.freshness
-    common = {"task_id": TASK_ID, "poke_interval": wait.poke_seconds, "timeout": wait.timeout_minutes * 60}
+    common = {"task_id": TASK_ID, "poke_interval": wait.poke_seconds, "timeout": wait.timeout_minutes * 60, **kwargs}
     if config.source.kind == "bigquery":
         # imported only here: the google provider costs ~1.5 s of every parse
         from airflow.providers.google.cloud.sensors.bigquery import BigQueryTablePartitionExistenceSensor

@@ -6,6 +6,7 @@ version. Stopped at the end, nothing left running."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -83,14 +84,15 @@ class Api:
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def airflow(tmp_path_factory):
-    root = tmp_path_factory.mktemp("airflow-local")
+@contextlib.contextmanager
+def running_airflow(root: Path, first_dag: str, extra_env: dict | None = None):
+    """`make airflow` on a free port with a private AIRFLOW_HOME under `root`, pipelines from
+    `root/pipelines`; yields (api, env) once `first_dag` is parsed; stops it and checks that
+    nothing is left running."""
     home, port = root / "home", free_port()
-    write_pipeline(root / "pipelines", SMALL)
     env = {**os.environ, "PIPELINES_DIR": str(root / "pipelines"),
            "PIPELINE_ARTIFACT_ROOT": str(root / "artifacts"), "PIPELINE_SERVING_ROOT": str(root / "serving"),
-           "PIPELINE_WAREHOUSE": str(warehouse_copy(root))}
+           "PIPELINE_WAREHOUSE": str(warehouse_copy(root)), **(extra_env or {})}
     log = open(root / "make-airflow.log", "w")
     proc = subprocess.Popen(["make", "--no-print-directory", "airflow", f"AIRFLOW_HOME={home}",
                              f"AIRFLOW_PORT={port}"], cwd=REPO, env=env, stdout=log,
@@ -103,8 +105,8 @@ def airflow(tmp_path_factory):
             assert time.monotonic() < deadline, "Airflow did not start in 180 s"
             time.sleep(1)
         api = Api(url, home)
-        api.wait(lambda: api.call("GET", "/api/v2/dags/taxi_tips"), "taxi_tips to be parsed", 120)
-        yield api, root, {**env, "AIRFLOW_HOME": str(home)}
+        api.wait(lambda: api.call("GET", f"/api/v2/dags/{first_dag}"), f"{first_dag} to be parsed", 120)
+        yield api, {**env, "AIRFLOW_HOME": str(home)}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
@@ -118,13 +120,21 @@ def airflow(tmp_path_factory):
         urllib.request.urlopen(url + "/api/v2/monitor/health", timeout=5)
 
 
-def task_states(api: Api, run_id: str) -> dict[str, str]:
-    tis = api.call("GET", f"/api/v2/dags/taxi_tips/dagRuns/{run_id}/taskInstances")["task_instances"]
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory):
+    root = tmp_path_factory.mktemp("airflow-local")
+    write_pipeline(root / "pipelines", SMALL)
+    with running_airflow(root, "taxi_tips") as (api, env):
+        yield api, root, env
+
+
+def task_states(api: Api, run_id: str, dag_id: str = "taxi_tips") -> dict[str, str]:
+    tis = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
     return {t["task_id"]: t["state"] for t in tis}
 
 
-def finished(api: Api, run_id: str):
-    run = api.call("GET", f"/api/v2/dags/taxi_tips/dagRuns/{run_id}")
+def finished(api: Api, run_id: str, dag_id: str = "taxi_tips"):
+    run = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
     return run if run["state"] in ("success", "failed") else None
 
 

@@ -125,26 +125,58 @@ def test_a_worse_candidate_is_blocked_by_the_change_threshold(chain, make_config
 def test_infra_validation_answers_requests_and_records_latency(chain):
     infra = chain["infra_validate"]
     assert infra["valid"] is True and infra["reasons"] == []
+    assert infra["signatures"] == ["classify", "serving_default", "transform_features"]
+    assert infra["signature_latency_ms"]["classify"]["single"]["requests"] == 100
     single, batch = infra["latency_ms"]["single"], infra["latency_ms"]["batch_100"]
     assert single["requests"] == 100 and 0 < single["p50"] <= single["p99"]
     assert batch["requests"] == 20 and single["p50"] < batch["p50"] <= batch["p99"]
 
 
+def test_the_pushed_binary_model_answers_tf_servings_classify(chain):
+    """classify: TF Serving's Classify API (method name, `inputs`, class names and a score each)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = Path(chain["push"]["path"])
+    proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    methods = {k: v.method_name for k, v in proto.meta_graphs[0].signature_def.items() if not k.startswith("__")}
+    assert methods["classify"] == "tensorflow/serving/classify"
+    assert methods["serving_default"] == "tensorflow/serving/predict"
+    model = tf.saved_model.load(str(path))
+    examples = tf.stack([e for e in tf.data.TFRecordDataset(
+        str(Path(chain["ingest"]["examples"]) / "eval" / "data.tfrecord")).take(3)])
+    answer = model.signatures["classify"](inputs=examples)
+    probability = model.signatures["serving_default"](examples=examples)["outputs"].numpy()[:, 0]
+    assert answer["classes"].numpy().tolist() == [[b"0", b"1"]] * 3
+    assert answer["scores"].numpy()[:, 1] == pytest.approx(probability)
+    assert answer["scores"].numpy().sum(axis=1) == pytest.approx([1.0] * 3)
+
+
 class WrongShape(tf.Module):
+    """A binary model whose serving_default answers two columns (its classify is right)."""
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve(self, examples):
         return {"outputs": tf.zeros([tf.shape(examples)[0], 2])}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, inputs):
+        n = tf.shape(inputs)[0]
+        return {"classes": tf.tile(tf.constant([["0", "1"]]), [n, 1]), "scores": tf.fill([n, 2], 0.5)}
+
 
 @pytest.mark.parametrize("broken, reason", [
     ("not_a_model", "model failed to load: "),
-    ("wrong_shape", "output 'outputs' has shape [1, 2] for 1 examples, expected [1, 1]"),
+    ("wrong_shape", "signature 'serving_default' output 'outputs' has shape [1, 2] for 1 examples, expected [1, 1]"),
 ])
 def test_a_model_failing_infra_validation_is_not_pushed(chain, config, tmp_path, broken, reason):
     model = tmp_path / broken
     if broken == "wrong_shape":
         module = WrongShape()
-        tf.saved_model.save(module, str(model), signatures={"serving_default": module.serve})
+        tf.saved_model.save(module, str(model), signatures={"serving_default": module.serve,
+                                                            "classify": module.classify})
+        (model / serving.LABEL_INFO).parent.mkdir()
+        (model / serving.LABEL_INFO).write_text(json.dumps({"task": "binary", "key": "big_tipper",
+                                                            "classes": ["0", "1"]}))
     else:
         model.mkdir()
         (model / "saved_model.pb").write_bytes(b"not a SavedModel")
