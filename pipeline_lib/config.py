@@ -451,6 +451,13 @@ class PipelineConfig(_Strict):
             raise ValueError(f"validation.features names columns the pipeline does not read: {unknown}")
         return self
 
+    def columns_by_field(self) -> list[tuple[str, str]]:
+        """(config field, column) for every column the pipeline reads."""
+        kinds = ("numeric", "bucketized", "categorical", "vocabulary")
+        return [*((f"features.{kind}", c) for kind in kinds for c in getattr(self.features, kind)),
+                *(("label.raw_columns", c) for c in self.label.raw_columns),
+                ("source.timestamp_column", self.source.timestamp_column)]
+
     def raw_columns(self) -> list[str]:
         """Columns ingest reads: every feature, the label's inputs and the timestamp."""
         cols = [*self.features.all(), *self.label.raw_columns, self.source.timestamp_column]
@@ -475,8 +482,10 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate one pipeline config; raise ConfigError naming the bad field."""
+def load_config(path: str | Path, check_schema: bool = True) -> PipelineConfig:
+    """Read and validate one pipeline config; raise ConfigError naming the bad field.
+    `check_schema=False` leaves the columns' presence in the schema to the caller (preflight,
+    which also lists the source table's columns)."""
     path = Path(path).resolve()
     try:
         raw = yaml.safe_load(path.read_text())
@@ -490,36 +499,41 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(_format_error(path, e)) from None
     if config.module and not config.module_path().is_file():
         raise ConfigError(f"{path}: field 'module.file': no such file {config.module_path()}")
-    if config.schema_path().exists():
-        problem = schema_problem(config.schema_path().read_text(), config.raw_columns())
-        if problem:
-            raise ConfigError(f"{path}: field 'validation.schema_file': {config.schema_path()}: {problem}")
+    schema = config.schema_path()
+    if check_schema and schema.exists():
+        try:
+            names = schema_feature_names(schema.read_text())
+        except ValueError as e:
+            raise ConfigError(f"{path}: field 'validation.schema_file': {schema}: {e}") from None
+        missing = [f"  field '{field}': {column!r} has no feature in the schema {schema}"
+                   for field, column in config.columns_by_field() if column not in names]
+        if missing:
+            raise ConfigError("\n".join([f"{path}: invalid pipeline config", *missing]))
     return config
 
 
-def schema_problem(text: str, columns: list[str]) -> str | None:
-    """What makes a TFDV schema (protobuf text) unusable for these columns, checked without the
-    protobuf classes (the Airflow environment has none): unbalanced braces or quotes, or a column
-    the pipeline reads that no top-level `feature` names. Validate reads it fully."""
+def schema_feature_names(text: str) -> set[str]:
+    """The top-level feature names of a TFDV schema (protobuf text), read without the protobuf
+    classes (the Airflow environment has none); ValueError for unbalanced braces or quotes.
+    Validate reads the schema fully."""
     depth, block, names = 0, [], set()
     for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#")[0].strip() if '"' not in line else line.strip()
         if line.count('"') % 2:
-            return f"line {number}: unbalanced quote"
+            raise ValueError(f"line {number}: unbalanced quote")
         if line.endswith("{"):
             block.append(line[:-1].strip().rstrip(":").strip())
             depth += 1
         elif line == "}":
             depth -= 1
             if depth < 0:
-                return f"line {number}: '}}' without '{{'"
+                raise ValueError(f"line {number}: '}}' without '{{'")
             block.pop()
         elif depth == 1 and block[-1] == "feature" and line.startswith("name:"):
             names.add(line.split(":", 1)[1].strip().strip('"'))
     if depth:
-        return "a '{' is never closed"
-    missing = [c for c in columns if c not in names]
-    return f"no feature for the columns {missing}" if missing else None
+        raise ValueError("a '{' is never closed")
+    return names
 
 
 def discover(pipelines_dir: Path | None = None) -> list[Path]:

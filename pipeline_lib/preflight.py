@@ -20,9 +20,10 @@ from pathlib import Path
 
 from pipeline_lib.config import ConfigError, load_config
 
-# which schema types (tensorflow_metadata FeatureType) and table types each feature kind takes
-KIND_TYPES = {"numeric": {"INT", "FLOAT"}, "bucketized": {"INT", "FLOAT"},
-              "categorical": {"INT"}, "vocabulary": {"INT", "BYTES"}, "label": {"INT", "FLOAT", "BYTES"}}
+# which schema types (tensorflow_metadata FeatureType) and table types each config field's columns take
+FIELD_TYPES = {"features.numeric": {"INT", "FLOAT"}, "features.bucketized": {"INT", "FLOAT"},
+               "features.categorical": {"INT"}, "features.vocabulary": {"INT", "BYTES"},
+               "label.raw_columns": {"INT", "FLOAT", "BYTES"}}
 # the module's functions and the parameters the platform passes them, by config field
 MODULE_FUNCTIONS = {"preprocessing_fn": ("inputs", "config"), "model_fn": ("config", "tf_transform_output")}
 
@@ -78,25 +79,20 @@ def schema_types(config) -> dict[str, str] | None:
     return {f.name: schema_pb2.FeatureType.Name(f.type) for f in schema.feature}
 
 
-def _columns_by_field(config) -> list[tuple[str, str, str]]:
-    """(config field, column, kind) for every column the pipeline reads."""
-    out = [(f"features.{kind}", col, kind) for kind in KIND_TYPES if kind != "label"
-           for col in getattr(config.features, kind)]
-    out += [("label.raw_columns", col, "label") for col in config.label.raw_columns]
-    return out
-
-
 def check_columns(config, table: dict[str, str] | None, schema: dict[str, str] | None, report: Report) -> None:
     listing = f"; the table's columns: {', '.join(table)}" if table is not None else ""
-    for where, col, kind in _columns_by_field(config):
+    for where, col in config.columns_by_field():
+        if where not in FIELD_TYPES:  # the timestamp column: below
+            continue
+        kind = where.split(".")[-1] if where.startswith("features.") else "label"
         known = schema is not None and col in schema
         if schema is not None and not known:
             report.errors.append(f"field '{where}': {col!r} is not in the schema ({config.validation.schema_file})"
                                  + ("" if table is None or col in table else f" nor in table {config.source.table}{listing}"))
             continue
-        if known and schema[col] not in KIND_TYPES[kind]:
+        if known and schema[col] not in FIELD_TYPES[where]:
             report.errors.append(f"field '{where}': {col!r} is {schema[col]} in the schema, "
-                                 f"a {kind} column takes {'/'.join(sorted(KIND_TYPES[kind]))}")
+                                 f"a {kind} column takes {'/'.join(sorted(FIELD_TYPES[where]))}")
         if table is None:
             continue
         if col not in table:
@@ -106,9 +102,9 @@ def check_columns(config, table: dict[str, str] | None, schema: dict[str, str] |
         elif known and table[col] != schema[col]:
             report.warnings.append(f"{col!r} is {table[col]} in table {config.source.table} but {schema[col]} in the "
                                    "schema: validate files the type change as an anomaly")
-        elif not known and table[col] not in KIND_TYPES[kind]:
+        elif not known and table[col] not in FIELD_TYPES[where]:
             report.errors.append(f"field '{where}': {col!r} is {table[col]} in table {config.source.table}, "
-                                 f"a {kind} column takes {'/'.join(sorted(KIND_TYPES[kind]))}")
+                                 f"a {kind} column takes {'/'.join(sorted(FIELD_TYPES[where]))}")
     ts, unit = config.source.timestamp_column, config.source.timestamp_unit
     if table is not None:
         want = "INT" if unit == "epoch_seconds" else "TIMESTAMP"
@@ -187,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, type=Path)
     args = parser.parse_args(argv)
     try:
-        report = check(load_config(args.config))
+        report = check(load_config(args.config, check_schema=False))
     except (ConfigError, PreflightError) as e:
         raise SystemExit(str(e)) from None
     for warning in report.warnings:

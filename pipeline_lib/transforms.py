@@ -17,19 +17,12 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from pipeline_lib import task
+from pipeline_lib.task import dense
 
 
 def xf(name: str) -> str:
     """The transformed feature's name: what the model's inputs are called."""
     return f"{name}_xf"
-
-
-def dense(x, default):
-    """A var-len (possibly missing) feature as a dense rank-1 tensor with `default` for missing."""
-    if isinstance(x, tf.sparse.SparseTensor):
-        x = tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default)
-        return tf.squeeze(x, axis=1)
-    return tf.reshape(x, [-1])
 
 
 def _filled_with_mean(x):

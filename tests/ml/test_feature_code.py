@@ -49,24 +49,32 @@ def test_a_column_the_schema_lacks_and_a_missing_label_are_named(taxi):
         transform_rows(taxi, ROWS, preprocessing_fn=no_label)
 
 
-def _config_only(env, name, label, task, features):
-    """A pipeline without a module: the platform's transforms and label for `task`."""
+def test_taxi_fare_is_config_only(env):
+    fare = load_config(REPO_ROOT / "pipelines" / "taxi_fare" / "pipeline.yaml")
+    assert fare.module is None
+    rows = [{"fare": row["fare"], "payment_type": row["payment_type"], "trip_start_hour": row["trip_start_hour"],
+             "trip_miles": miles, "trip_seconds": 600} for row, miles in zip(ROWS, [1.0, 2.0, 3.0, None])]
+    out = transform_rows(fare, rows)
+    assert [row["fare_usd"] for row in out] == [10.0, 20.0, 30.0, 0.0]  # the label as it is; missing: 0
+    assert out[3]["trip_miles_xf"] == out[1]["trip_miles_xf"]  # a missing number takes the mean
+
+
+def test_taxi_trip_length_classes(env):
+    config = load_config(REPO_ROOT / "pipelines" / "taxi_trip_length" / "pipeline.yaml")
+    out = transform_rows(config, [{"trip_miles": m} for m in (1.0, 5.0, 20.0, 0.5, 30.0, None)])
+    ids = [row["trip_length"] for row in out]  # short, medium, long; vocabulary ids by frequency
+    assert ids[0] == ids[3] == ids[5] and ids[2] == ids[4] and len({ids[0], ids[1], ids[2]}) == 3
+
+
+def test_a_config_only_multiclass_label_takes_class_names_from_its_column(env):
     path = write_pipeline(env / "pipelines", {
-        "name": name, "module": None, "features": features, "label": {"key": f"{label}_label", "raw_columns": [label], "task": task},
+        "name": "payment_only", "module": None, "label": {"key": "payment", "raw_columns": ["payment_type"],
+                                                          "task": "multiclass"},
+        "features": {"numeric": ["trip_miles"], "bucketized": [], "categorical": ["trip_start_hour"], "vocabulary": []},
         "evaluation": {"metrics": None, "thresholds": None}})
     raw = yaml.safe_load(path.read_text())
     raw["validation"]["features"] = {}  # taxi's drift checks name columns this pipeline does not read
     path.write_text(yaml.safe_dump(raw))
     (path.parent / "taxi_tips.py").unlink()
-    return load_config(path)
-
-
-def test_config_only_regression_and_multiclass_labels(env):
-    features = {"numeric": ["trip_miles"], "bucketized": [], "categorical": ["trip_start_hour"], "vocabulary": []}
-    regression = _config_only(env, "fare_only", "fare", "regression", features)
-    out = transform_rows(regression, ROWS)
-    assert [row["fare_label"] for row in out] == [10.0, 20.0, 30.0, 0.0]  # a missing target reads 0
-    assert {"trip_miles_xf", "trip_start_hour_xf"} <= set(out[0])
-    multiclass = _config_only(env, "payment_only", "payment_type", "multiclass", features)
-    ids = [row["payment_type_label"] for row in transform_rows(multiclass, ROWS)]
+    ids = [row["payment"] for row in transform_rows(load_config(path), ROWS)]
     assert sorted(set(ids)) == [0, 1] and ids[0] == ids[2] != ids[1] == ids[3]
