@@ -114,7 +114,9 @@ class Split(_Strict):
 
 
 class UserModule(_Strict):
-    """File (relative to the config) that defines the preprocessing_fn and the model builder."""
+    """File (relative to the config) that may define the preprocessing_fn and the model builder;
+    the platform's ready-made ones (pipeline_lib.transforms, pipeline_lib.models) stand in for
+    what it does not define. A function name set here must be defined."""
 
     file: str
     preprocessing_fn: str = "preprocessing_fn"
@@ -151,6 +153,8 @@ class Training(_Strict):
     learning_rate: float = Field(default=0.001, gt=0)
     hidden_units: list[PositiveInt] = [64, 32]
     seed: int = Field(default=0, description="weights and shuffling repeat from run to run")
+    model: Literal["wide_and_deep", "dnn"] = Field(default="wide_and_deep", description=(
+        "the platform's model (pipeline_lib.models) when the module defines no model builder"))
     warm_start: WarmStart = WarmStart()
     early_stopping: EarlyStopping = EarlyStopping()
 
@@ -463,7 +467,7 @@ class PipelineConfig(_Strict):
     features: Features
     label: Label
     split: Split = Split()
-    module: UserModule
+    module: UserModule | None = Field(default=None, description="none: a config-only pipeline")
     training: Training = Training()
     evaluation: Evaluation = Evaluation()
     infra_validation: InfraValidation = InfraValidation()
@@ -496,13 +500,20 @@ class PipelineConfig(_Strict):
                 raise ValueError(f"{field} names columns the pipeline does not read: {unknown}")
         return self
 
+    def columns_by_field(self) -> list[tuple[str, str]]:
+        """(config field, column) for every column the pipeline reads."""
+        kinds = ("numeric", "bucketized", "categorical", "vocabulary")
+        return [*((f"features.{kind}", c) for kind in kinds for c in getattr(self.features, kind)),
+                *(("label.raw_columns", c) for c in self.label.raw_columns),
+                ("source.timestamp_column", self.source.timestamp_column)]
+
     def raw_columns(self) -> list[str]:
         """Columns ingest reads: every feature, the label's inputs and the timestamp."""
         cols = [*self.features.all(), *self.label.raw_columns, self.source.timestamp_column]
         return list(dict.fromkeys(cols))
 
-    def module_path(self) -> Path:
-        return self.config_dir / self.module.file
+    def module_path(self) -> Path | None:
+        return self.config_dir / self.module.file if self.module else None
 
     def schema_path(self) -> Path:
         return self.config_dir / self.validation.schema_file
@@ -520,8 +531,10 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate one pipeline config; raise ConfigError naming the bad field."""
+def load_config(path: str | Path, check_schema: bool = True) -> PipelineConfig:
+    """Read and validate one pipeline config; raise ConfigError naming the bad field.
+    `check_schema=False` leaves the columns' presence in the schema to the caller (preflight,
+    which also lists the source table's columns)."""
     path = Path(path).resolve()
     try:
         raw = yaml.safe_load(path.read_text())
@@ -533,38 +546,43 @@ def load_config(path: str | Path) -> PipelineConfig:
         config = PipelineConfig.model_validate({**raw, "config_dir": path.parent})
     except ValidationError as e:
         raise ConfigError(_format_error(path, e)) from None
-    if not config.module_path().is_file():
+    if config.module and not config.module_path().is_file():
         raise ConfigError(f"{path}: field 'module.file': no such file {config.module_path()}")
-    if config.schema_path().exists():
-        problem = schema_problem(config.schema_path().read_text(), config.raw_columns())
-        if problem:
-            raise ConfigError(f"{path}: field 'validation.schema_file': {config.schema_path()}: {problem}")
+    schema = config.schema_path()
+    if check_schema and schema.exists():
+        try:
+            names = schema_feature_names(schema.read_text())
+        except ValueError as e:
+            raise ConfigError(f"{path}: field 'validation.schema_file': {schema}: {e}") from None
+        missing = [f"  field '{field}': {column!r} has no feature in the schema {schema}"
+                   for field, column in config.columns_by_field() if column not in names]
+        if missing:
+            raise ConfigError("\n".join([f"{path}: invalid pipeline config", *missing]))
     return config
 
 
-def schema_problem(text: str, columns: list[str]) -> str | None:
-    """What makes a TFDV schema (protobuf text) unusable for these columns, checked without the
-    protobuf classes (the Airflow environment has none): unbalanced braces or quotes, or a column
-    the pipeline reads that no top-level `feature` names. Validate reads it fully."""
+def schema_feature_names(text: str) -> set[str]:
+    """The top-level feature names of a TFDV schema (protobuf text), read without the protobuf
+    classes (the Airflow environment has none); ValueError for unbalanced braces or quotes.
+    Validate reads the schema fully."""
     depth, block, names = 0, [], set()
     for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#")[0].strip() if '"' not in line else line.strip()
         if line.count('"') % 2:
-            return f"line {number}: unbalanced quote"
+            raise ValueError(f"line {number}: unbalanced quote")
         if line.endswith("{"):
             block.append(line[:-1].strip().rstrip(":").strip())
             depth += 1
         elif line == "}":
             depth -= 1
             if depth < 0:
-                return f"line {number}: '}}' without '{{'"
+                raise ValueError(f"line {number}: '}}' without '{{'")
             block.pop()
         elif depth == 1 and block[-1] == "feature" and line.startswith("name:"):
             names.add(line.split(":", 1)[1].strip().strip('"'))
     if depth:
-        return "a '{' is never closed"
-    missing = [c for c in columns if c not in names]
-    return f"no feature for the columns {missing}" if missing else None
+        raise ValueError("a '{' is never closed")
+    return names
 
 
 def discover(pipelines_dir: Path | None = None) -> list[Path]:

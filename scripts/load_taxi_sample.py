@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import duckdb
+from pipeline_lib import warehouse as warehouse_loader
 
 MEMBER = "tfx/examples/chicago_taxi_pipeline/data/simple/data.csv"
 TABLE = "taxi_trips"
@@ -29,26 +29,14 @@ COLUMNS = {  # in the CSV's order; empty cells are NULL
 
 
 def load(wheel: Path, warehouse: Path) -> int:
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(zipfile.ZipFile(wheel).extract(MEMBER, tmp))
         with csv.open() as f:
             header = f.readline().strip().split(",")
         if header != list(COLUMNS):  # read_csv(columns=...) names columns by position
             raise SystemExit(f"{MEMBER}: unexpected header {header}")
-        new = not warehouse.exists()
-        try:
-            with duckdb.connect(str(warehouse)) as con:
-                con.begin()
-                con.execute(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM read_csv(?, header=true, "
-                            f"delim=',', quote='\"', nullstr='', columns={COLUMNS!r})", [str(csv)])
-                rows = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
-                con.commit()
-        except BaseException:
-            if new:  # no empty warehouse left behind for make to take as loaded
-                warehouse.unlink(missing_ok=True)
-            raise
-    return rows
+        # the pipeline reads the timestamp as epoch seconds (timestamp_unit: epoch_seconds)
+        return warehouse_loader.load(csv, TABLE, database=warehouse, columns=COLUMNS, timestamp_unit=None)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def write_pipeline(pipelines_dir: Path, overrides: dict | None = None, source: P
     raw = merge(original, overrides or {})
     target = pipelines_dir / raw["name"]
     target.mkdir(parents=True, exist_ok=True)
-    for name in (source / original["module"]["file"], source / "schema.pbtxt"):
+    module = [source / original["module"]["file"]] if original.get("module") else []
+    for name in (*module, source / "schema.pbtxt"):
         shutil.copy(name, target / name.name)
     path = target / "pipeline.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

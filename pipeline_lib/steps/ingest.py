@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tfx_bsl.coders import example_coder
 
-from pipeline_lib import artifacts, tfrecord
+from pipeline_lib import artifacts, preflight, tfrecord
 from pipeline_lib.span import window
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ def run(config, output_dir: Path, span_date: dt.date, window_days: int | None = 
         rows_file: Path | None = None) -> dict:
     """`rows_file`: the window's rows already extracted as an Arrow IPC file (BigQuery, read on
     the Airflow side through the provider's hook); otherwise the DuckDB source is queried."""
+    preflight.check(config)  # a config or module mistake stops here, in a second, before data moves
     start, end = window(config, span_date, window_days)
     with artifacts.atomic_dir(output_dir) as tmp:
         rows = write_splits(config, batches(config, start, end, rows_file), tmp)

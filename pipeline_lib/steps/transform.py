@@ -46,7 +46,9 @@ def run(config, output_dir: Path, examples: str, schema: str) -> dict:
     preprocessing_fn = user_module.preprocessing_fn(config)
     # the module was loaded from its file, so Beam's workers (other processes, Dataflow) cannot
     # import it: its functions travel by value in the pickled pipeline
-    cloudpickle.register_pickle_by_value(user_module.load(config))
+    module = user_module.load(config)
+    if module is not None:  # a config-only pipeline runs the platform's code, which workers import
+        cloudpickle.register_pickle_by_value(module)
     with artifacts.atomic_dir(output_dir) as tmp, tempfile.TemporaryDirectory() as beam_tmp:
         with beam.Pipeline(options=pipeline_options(config, num_rows, beam_tmp)) as p, \
                 tft_beam.Context(temp_dir=beam_tmp):

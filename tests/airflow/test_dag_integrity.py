@@ -73,27 +73,27 @@ def _break(folder, how: str) -> str:
         config.write_text(config.read_text().replace("window_days: 1461", "window_days: -3"))
         return f"{config}: invalid pipeline config\n  field 'source.window_days': Input should be greater than 0"
     if how == "module":
-        (folder / "taxi_fare.py").unlink()
-        return f"field 'module.file': no such file {folder / 'taxi_fare.py'}"
+        (folder / "taxi_trip_length.py").unlink()
+        return f"field 'module.file': no such file {folder / 'taxi_trip_length.py'}"
     schema = folder / "schema.pbtxt"
     schema.write_text(schema.read_text().replace('name: "trip_miles"', 'name: "trip_mile"'))
-    return f"field 'validation.schema_file': {schema}: no feature for the columns ['trip_miles']"
+    return f"field 'label.raw_columns': 'trip_miles' has no feature in the schema {schema}"
 
 
 @pytest.mark.usefixtures("airflow_db")
 @pytest.mark.parametrize("how", ["config", "module", "schema"])
 def test_a_broken_pipeline_is_its_own_import_error_and_the_others_still_parse(tmp_path, how):
-    """taxi_fare broken (config, module file or schema), taxi_tips and a pipeline without a DAG
-    file of its own (built by dags/ml_pipelines.py) intact: `airflow dags list-import-errors`
-    names dags/taxi_fare.py with the file and field, and both others parse."""
+    """taxi_trip_length broken (config, module file or schema), taxi_tips and a pipeline without a
+    DAG file of its own (built by dags/ml_pipelines.py) intact: `airflow dags list-import-errors`
+    names dags/taxi_trip_length.py with the file and field, and both others parse."""
     import shutil
 
     from pipeline_fixtures import write_pipeline
 
     write_pipeline(tmp_path)
     write_pipeline(tmp_path, {"name": "taxi_other"})
-    shutil.copytree(REPO / "pipelines" / "taxi_fare", tmp_path / "taxi_fare")
-    message = _break(tmp_path / "taxi_fare", how)
+    shutil.copytree(REPO / "pipelines" / "taxi_trip_length", tmp_path / "taxi_trip_length")
+    message = _break(tmp_path / "taxi_trip_length", how)
     env = {"PIPELINES_DIR": str(tmp_path)}
     parsed = parse_dags(env)
     assert sorted(parsed["dags"]) == ["taxi_other", "taxi_tips"]
@@ -101,7 +101,7 @@ def test_a_broken_pipeline_is_its_own_import_error_and_the_others_still_parse(tm
                              "-o", "json"], env={**os.environ, **env}, capture_output=True, text=True)
     assert listed.returncode == 1, "it exits 1 when there are import errors"
     (error,) = json.loads(listed.stdout.strip().splitlines()[-1])
-    assert error["filepath"].endswith("dags/taxi_fare.py")
+    assert error["filepath"].endswith("dags/taxi_trip_length.py")
     assert message in error["error"]
 
 

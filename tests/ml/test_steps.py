@@ -70,7 +70,7 @@ def test_step_cli_reports_the_error_as_json(make_config, tmp_path):
                            "--output-dir", str(tmp_path / "out"), "--span-date", "2017-01-01",
                            "--result-file", str(result_file)], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert "no_such_table does not exist" in json.loads(result_file.read_text())["error"]
+    assert "PreflightError: field 'source.table': no table 'no_such_table'" in json.loads(result_file.read_text())["error"]
     assert not (tmp_path / "out").exists()
     assert "no_such_table does not exist" in (tmp_path / ".out.error").read_text(), "what `report` shows"
 

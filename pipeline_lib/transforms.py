@@ -1,0 +1,68 @@
+"""Ready-made tf.Transform feature code, by feature kind (config `features`), for a
+preprocessing_fn to call or to be used whole: the platform's default when a module defines none.
+
+Each raw column `c` becomes `xf(c)`:
+- numeric: missing values take the column's mean, then z-score scaling;
+- bucketized: missing values take the column's mean, then `bucket_count` quantile buckets;
+- categorical (small integer ids) and vocabulary (strings): a vocabulary of the `vocab_size` most
+  frequent values plus `oov_buckets` hashed buckets for unseen ones; a missing value is a value of
+  its own ("" or -1), so it gets its own id.
+The label (`label.key`, from its one raw column) by `label.task`: binary a 0/1 integer, multiclass
+class ids through the label's vocabulary (pipeline_lib.task.label_ids), regression a float.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from pipeline_lib import task
+from pipeline_lib.task import dense
+
+
+def xf(name: str) -> str:
+    """The transformed feature's name: what the model's inputs are called."""
+    return f"{name}_xf"
+
+
+def _filled_with_mean(x):
+    """Missing values replaced by the mean of the present ones (a full-pass analyzer)."""
+    x = tf.cast(x, tf.float32)
+    mean = tft.mean(x.values if isinstance(x, tf.sparse.SparseTensor) else x)
+    return dense(x, mean)
+
+
+def transform_features(inputs, config) -> dict:
+    """Every configured feature, transformed by its kind."""
+    features = config.features
+    outputs = {}
+    for key in features.numeric:
+        outputs[xf(key)] = tft.scale_to_z_score(_filled_with_mean(inputs[key]))
+    for key in features.bucketized:
+        outputs[xf(key)] = tft.bucketize(_filled_with_mean(inputs[key]), features.bucket_count)
+    for key in features.categorical + features.vocabulary:
+        default = "" if inputs[key].dtype == tf.string else -1
+        outputs[xf(key)] = tft.compute_and_apply_vocabulary(
+            dense(inputs[key], default), top_k=features.vocab_size,
+            num_oov_buckets=features.oov_buckets, vocab_filename=key)
+    return outputs
+
+
+def transform_label(inputs, config):
+    """The label as the task needs it, from its one raw column as it is."""
+    columns = config.label.raw_columns
+    if len(columns) != 1:
+        raise ValueError(f"field 'label.raw_columns': the platform's preprocessing_fn takes the label from one "
+                         f"column as it is, not {columns}: compute it in the module's preprocessing_fn")
+    raw = inputs[columns[0]]
+    if config.label.task == "regression":
+        return dense(tf.cast(raw, tf.float32), 0.0)
+    if config.label.task == "binary":
+        return dense(tf.cast(raw, tf.int64), 0)
+    names = dense(raw, "") if raw.dtype == tf.string else tf.strings.as_string(dense(raw, -1))
+    return task.label_ids(names, config)
+
+
+def preprocessing_fn(inputs, config):
+    """The platform's preprocessing_fn: every feature by its kind, and the label."""
+    return {**transform_features(inputs, config), config.label.key: transform_label(inputs, config)}
