@@ -38,19 +38,21 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
 
-def table_columns(config) -> dict[str, str] | None:
+def source_columns(config) -> dict[str, str] | None:
     """The source table's columns and their types as FeatureTypes (INT, FLOAT, BYTES, TIMESTAMP);
     None where the table is not readable from here (BigQuery: read on the Airflow side)."""
     if config.source.kind != "duckdb":
         return None
     import duckdb
 
+    from pipeline_lib.warehouse import table_columns
+
     with duckdb.connect(str(config.source.database_path()), read_only=True) as con:
-        rows = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
-                           "ORDER BY ordinal_position", [config.source.table]).fetchall()
-    if not rows:
-        raise PreflightError(f"field 'source.table': no table {config.source.table!r} in {config.source.database_path()}"
-                             " (load one with `python -m pipeline_lib.warehouse load`)")
+        try:
+            rows = table_columns(con, config.source.table).items()
+        except duckdb.CatalogException:
+            raise PreflightError(f"field 'source.table': no table {config.source.table!r} in "
+                                 f"{config.source.database_path()} (load one with `python -m pipeline_lib.warehouse load`)") from None
     return {name: _feature_type(kind) for name, kind in rows}
 
 
@@ -164,7 +166,7 @@ def _subscripted_keys(fn: ast.FunctionDef, param: str) -> set[str]:
 def run(config) -> Report:
     report = Report()
     check_module(config, report)
-    check_columns(config, table_columns(config), schema_types(config), report)
+    check_columns(config, source_columns(config), schema_types(config), report)
     return report
 
 

@@ -86,12 +86,17 @@ def load(file: str | Path, table: str, *, database: str | Path | None = None, ti
     return rows
 
 
+def table_columns(con, table: str) -> dict[str, str]:
+    """The table's columns and their SQL types, as the warehouse has them now (`table` as a
+    pipeline config names it, schema-qualified or not)."""
+    return {name: kind for name, kind, *_ in con.sql(f"DESCRIBE {table}").fetchall()}
+
+
 def _append(con, table: str, select: str, params: list) -> None:
-    existing = {r[0]: r[1] for r in con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
-        [table]).fetchall()}
-    if not existing:
-        raise LoadError(f"--append: table {table!r} does not exist (load it once without --append)")
+    try:
+        existing = table_columns(con, table)
+    except duckdb.CatalogException:
+        raise LoadError(f"--append: table {table!r} does not exist (load it once without --append)") from None
     incoming = {name: kind for name, kind, *_ in con.execute(f"DESCRIBE {select}", params).fetchall()}
     if set(incoming) != set(existing):
         raise LoadError(f"--append: the file's columns differ from table {table!r}: "

@@ -21,6 +21,7 @@ from tfx_bsl.coders import example_coder
 
 from pipeline_lib import artifacts, preflight, tfrecord
 from pipeline_lib.span import window
+from pipeline_lib.warehouse import table_columns
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "eval")
@@ -49,11 +50,6 @@ def batches(config, start: dt.datetime, end: dt.datetime, rows_file: Path | None
         sql = (f'SELECT {cols} FROM {src.table} WHERE "{src.timestamp_column}" >= ? '
                f'AND "{src.timestamp_column}" < ? ORDER BY "{src.timestamp_column}"')
         yield from con.sql(sql, params=bounds).to_arrow_reader(BATCH_ROWS)
-
-
-def table_columns(con, table: str) -> dict[str, str]:
-    """The table's columns and their SQL types, as the warehouse has them now."""
-    return {name: kind for name, kind, *_ in con.sql(f"DESCRIBE {table}").fetchall()}
 
 
 def _as_feature_list(column: pa.Array | pa.ChunkedArray) -> pa.Array:

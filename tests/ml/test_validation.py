@@ -16,7 +16,7 @@ import tensorflow_data_validation as tfdv
 
 import validation_corpus as corpus
 from conftest import SPAN
-from pipeline_lib import artifacts, schema_changes, tfrecord
+from pipeline_lib import artifacts, schema_changes, tfrecord, warehouse
 from pipeline_lib.span import window
 from pipeline_lib.steps import ingest, validate
 
@@ -296,7 +296,7 @@ def test_ingest_reads_what_the_table_has_when_columns_are_dropped_or_retyped(mak
     with duckdb.connect(str(config.source.database_path())) as con:
         con.execute("CREATE TABLE taxi_changed AS SELECT * EXCLUDE (company, fare), CAST(fare AS VARCHAR) AS fare "
                     "FROM taxi_trips")
-        assert "company" not in ingest.table_columns(con, "taxi_changed")
+        assert "company" not in warehouse.table_columns(con, "taxi_changed")
     result = ingest.run(config, tmp_path / "ingest", SPAN)
     assert sum(result["rows"].values()) > 500
     (example, *_) = tfrecord_examples(tmp_path / "ingest" / "train")
