@@ -9,11 +9,15 @@ credentials); the ML environment only reads the Arrow file. No TensorFlow here."
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 
-def window_query(config, start: dt.datetime, end: dt.datetime) -> tuple[str, list]:
-    """SQL and its query parameters for the window [start, end)."""
+
+def window_query(config, start: dt.datetime, end: dt.datetime, present: set[str] | None = None) -> tuple[str, list]:
+    """SQL and its query parameters for the window [start, end), selecting the configured columns
+    that the table has (`present`; all of them when None): validate files a missing one."""
     from google.cloud.bigquery import ScalarQueryParameter
 
     src = config.source
@@ -29,7 +33,7 @@ def window_query(config, start: dt.datetime, end: dt.datetime) -> tuple[str, lis
         where += [f"{src.partition_column} BETWEEN @first_partition AND @last_partition"]
         params += [ScalarQueryParameter("first_partition", "DATE", start.date()),
                    ScalarQueryParameter("last_partition", "DATE", last_day)]
-    columns = ", ".join(f"`{c}`" for c in config.raw_columns())
+    columns = ", ".join(f"`{c}`" for c in config.raw_columns() if present is None or c in present)
     return f"SELECT {columns} FROM `{src.table}` WHERE {' AND '.join(where)} ORDER BY {ts}", params
 
 
@@ -39,7 +43,11 @@ def extract(client, read_client, config, start: dt.datetime, end: dt.datetime, t
     import pyarrow as pa
     from google.cloud.bigquery import QueryJobConfig
 
-    sql, params = window_query(config, start, end)
+    present = {field.name for field in client.get_table(config.source.table).schema}
+    missing = [c for c in config.raw_columns() if c not in present]
+    if missing:
+        log.warning("%s lacks the configured columns %s: left out, validate files them", config.source.table, missing)
+    sql, params = window_query(config, start, end, present)
     job = client.query(sql, job_config=QueryJobConfig(query_parameters=params, use_legacy_sql=False))
     rows = job.result()
     target.parent.mkdir(parents=True, exist_ok=True)

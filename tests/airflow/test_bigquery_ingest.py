@@ -44,16 +44,29 @@ class FakeClient:
     """google.cloud.bigquery.Client at its boundary: `query` runs the SQL with its bound
     parameters on a DuckDB copy of the sample, partitioned by day as `trip_day`."""
 
-    def __init__(self, warehouse: Path):
-        self.warehouse, self.queries = warehouse, []
+    def __init__(self, warehouse: Path, dropped: tuple[str, ...] = ()):
+        self.warehouse, self.dropped, self.queries = warehouse, dropped, []
+
+    def _trips(self, con):
+        con.execute("CREATE OR REPLACE TEMP VIEW trips AS SELECT * EXCLUDE (" + ", ".join(["_x", *self.dropped])
+                    + ") FROM (SELECT *, NULL AS _x, CAST(to_timestamp(trip_start_timestamp) AS DATE) AS trip_day "
+                    "FROM taxi_trips)")
+
+    def get_table(self, table):
+        from google.cloud.bigquery import SchemaField
+
+        assert table == "acme-prod.taxi.trips"
+        with duckdb.connect(str(self.warehouse)) as con:
+            self._trips(con)
+            names = [row[0] for row in con.execute("DESCRIBE trips").fetchall()]
+        return type("Table", (), {"schema": [SchemaField(name, "STRING") for name in names]})()
 
     def query(self, sql, job_config):
         self.queries.append((sql, job_config))
         params = {p.name: p.value for p in job_config.query_parameters}
         duck_sql = re.sub(r"@(\w+)", r"$\1", sql.replace("`acme-prod.taxi.trips`", "trips").replace("`", '"'))
         with duckdb.connect(str(self.warehouse)) as con:
-            con.execute("CREATE OR REPLACE TEMP VIEW trips AS SELECT *, "
-                        "CAST(to_timestamp(trip_start_timestamp) AS DATE) AS trip_day FROM taxi_trips")
+            self._trips(con)
             table = con.execute(duck_sql, params).to_arrow_table()
         return type("Job", (), {"result": lambda _: FakeRows(table)})()
 
@@ -123,3 +136,19 @@ def test_bigquery_ingest_writes_the_same_examples_as_duckdb(isolated, fake_bigqu
         sizes = [(Path(r["examples"]) / split / "data.tfrecord").stat().st_size for r in (bq, local)]
         assert sizes[0] == sizes[1], split
     assert (artifacts.run_dir("taxi_bq", SPAN.date()) / "source" / "rows.arrow").is_file()
+
+
+def test_a_column_the_bigquery_table_lost_is_left_for_validate(isolated, fake_bigquery):
+    """Like DuckDB's: ingest reads what the table has, so validate files the missing column."""
+    from airflow.sdk import DAG
+
+    from pipeline_ops.operators import IngestOperator
+
+    client, _ = fake_bigquery
+    client.dropped = ("company",)
+    with DAG("taxi_bq", schedule=None):
+        task = IngestOperator(config_path=str(write_pipeline(isolated / "pipelines", BIGQUERY)))
+    result = task.execute({"logical_date": SPAN, "run_id": "manual", "params": {"window_days": 30}})
+    (sql, _), = client.queries
+    assert "`company`" not in sql and "`payment_type`" in sql
+    assert sum(result["rows"].values()) > 50
