@@ -2,8 +2,8 @@
 the previous span (ML env): a single class, a class share that moved, or a regression target whose
 distribution shifted is a blocking anomaly before training (severity group `label`).
 
-Classes or regression is told by the transformed label's dtype: integer or string values are
-classes, floating point values a regression target.
+Classes or regression is told by the config's `label.task` (binary and multiclass labels are
+classes, a regression label a target).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def label_values(files: list[Path], key: str, schema) -> np.ndarray:
     return np.concatenate(parts) if parts else np.array([])
 
 
-def summary(values: np.ndarray) -> dict:
+def summary(values: np.ndarray, task: str) -> dict:
     """What the next span is compared with: class counts, or quantile points for a regression target."""
-    if values.dtype.kind in "iuSUO":
+    if task != "regression":
         classes, counts = np.unique(values.astype(str) if values.dtype.kind in "SO" else values, return_counts=True)
         return {"kind": "classes", "counts": {str(c): int(n) for c, n in zip(classes, counts)}}
     finite = values[np.isfinite(values)].astype(float)

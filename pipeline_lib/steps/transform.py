@@ -34,7 +34,7 @@ def label_of(config, folder: Path) -> dict[str, dict]:
     """The transformed label's summary per split."""
     schema = metadata_io.read_metadata(str(folder / TRANSFORM_GRAPH / "transformed_metadata")).schema
     return {split: label_check.summary(label_check.label_values(sorted((folder / TRANSFORMED / split).glob("*")),
-                                                                 config.label.key, schema))
+                                                                 config.label.key, schema), config.label.task)
             for split in SPLITS}
 
 

@@ -280,10 +280,10 @@ def test_the_label_is_checked_after_transform(make_config, rows):
     (share,) = label_check.findings(config, {"train": {"kind": "classes", "counts": moved}}, first["label"])
     assert (share["kind"], share["severity"]) == ("LABEL_SHIFT", "blocking") and "threshold 0.1" in share["description"]
     fares = rows["fare"].drop_null().to_numpy()
-    before = {"train": label_check.summary(fares)}
+    before = {"train": label_check.summary(fares, "regression")}
     assert before["train"]["kind"] == "regression"
-    assert label_check.findings(config, {"train": label_check.summary(fares[::-1].copy())}, before) == []
-    (shifted,) = label_check.findings(config, {"train": label_check.summary(fares * 1.5)}, before)
+    assert label_check.findings(config, {"train": label_check.summary(fares[::-1].copy(), "regression")}, before) == []
+    (shifted,) = label_check.findings(config, {"train": label_check.summary(fares * 1.5, "regression")}, before)
     assert shifted["kind"] == "LABEL_SHIFT" and "Wasserstein" in shifted["description"]
 
 
