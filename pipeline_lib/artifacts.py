@@ -56,6 +56,12 @@ def step_dir(pipeline: str, span_date: dt.date, step: str) -> Path:
     return run_dir(pipeline, span_date) / step
 
 
+def filed_anomalies_path(pipeline: str, span_date: dt.date, step: str) -> Path:
+    """The tracker records a step's findings were filed as (file_anomalies writes it, report names
+    their ids)."""
+    return run_dir(pipeline, span_date) / f".{step}.anomalies.json"
+
+
 def previous_run_file(pipeline: str, span_date: dt.date, step: str, name: str) -> Path | None:
     """`<step>/<name>` of the newest earlier span of this pipeline that has one, if any."""
     runs = pipeline_root(pipeline) / "runs"

@@ -26,6 +26,16 @@ def _results(pipeline: str, date: dt.date) -> tuple[dict[str, dict | None], dict
     return results, errors
 
 
+def _filed(pipeline: str, date: dt.date) -> dict[str, dict[tuple[str, str], int]]:
+    """Per step, the tracker id each of its findings was filed as (where file_anomalies ran)."""
+    out = {}
+    for step in artifacts.STEPS:
+        path = artifacts.filed_anomalies_path(pipeline, date, step)
+        if path.exists():
+            out[step] = {(r["feature"], r["kind"]): r["id"] for r in json.loads(path.read_text())}
+    return out
+
+
 def first_line(error: str) -> str:
     """An error's first line; with its last line where the first only announces it (TensorFlow's
     "ValueError: in user code:")."""
@@ -33,8 +43,10 @@ def first_line(error: str) -> str:
     return f"{lines[0]} ... {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
-def outcome(results: dict[str, dict | None], errors: dict[str, str]) -> tuple[str, bool]:
-    """(the run's outcome in words, whether it is a failure)."""
+def outcome(results: dict[str, dict | None], errors: dict[str, str],
+            filed: dict[str, dict[tuple[str, str], int]]) -> tuple[str, bool]:
+    """(the run's outcome in words, whether it is a failure). `filed`: per step, the tracker id of
+    each (feature, kind) it filed."""
     push = results["push"]
     if push and push["pushed"]:
         return f"PUSHED version {push['version']}", False
@@ -42,11 +54,13 @@ def outcome(results: dict[str, dict | None], errors: dict[str, str]) -> tuple[st
         return f"NOT PUSHED (the quality gate refused it; serving stays at version {push['version']}): {push['reason']}", False
     if errors:
         return "NOT PUSHED: " + "; ".join(f"{step} failed: {error}" for step, error in errors.items()), True
-    validate = results["validate"]
-    blocking = [a for a in (validate or {}).get("anomalies", []) if a["severity"] == "blocking"]
-    if blocking and results["transform"] is None:
-        return ("NOT PUSHED: blocked by anomalies " + ", ".join(f"{a['feature']} ({a['kind']})" for a in blocking)
-                + " (python -m pipeline_lib.anomalies list)"), True
+    for step, gated in (("validate", "transform"), ("transform", "train")):  # the anomaly gates
+        blocking = [a for a in (results[step] or {}).get("anomalies", []) if a["severity"] == "blocking"]
+        if blocking and results[gated] is None:
+            ids = filed.get(step, {})
+            return ("NOT PUSHED: blocked by anomalies " + ", ".join(
+                (f"#{ids[a['feature'], a['kind']]} " if (a["feature"], a["kind"]) in ids else "")
+                + f"{a['feature']} ({a['kind']})" for a in blocking) + " (python -m pipeline_lib.anomalies show ID)"), True
     ran = [step for step, result in results.items() if result]
     return f"NOT PUSHED: the run stopped after {ran[-1] if ran else 'no step'} (see its Airflow log)", True
 
@@ -94,7 +108,7 @@ def summary(pipeline: str, date: dt.date) -> tuple[str, bool]:
                      else f"  pushed     no, serving stays at version {p['version']}: {p['reason']}")
     lines += [f"  {step:<10} FAILED: {errors[step]}" if step in errors else f"  {step:<10} did not run"
               for step, res in r.items() if res is None]
-    text, failed = outcome(r, errors)
+    text, failed = outcome(r, errors, _filed(pipeline, date))
     return "\n".join([*lines, "", text]), failed
 
 

@@ -11,6 +11,7 @@ from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator
 from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSensorTimeout
 from sqlalchemy.engine import URL
 
+from pipeline_lib import artifacts
 from pipeline_lib.anomalies.tracker import Tracker
 from pipeline_lib.config import load_config
 from pipeline_ops import alerts
@@ -82,6 +83,8 @@ class FileAnomaliesOperator(BaseOperator):
         result = context["ti"].xcom_pull(task_ids=self.step)
         filed = file_and_alert(config, context, result["anomalies"],
                                ",".join(result.get("statistics", {}).values()) or None, self.log)
+        artifacts.write_json(artifacts.filed_anomalies_path(config.name, span_date(context), self.step),
+                             [{k: r[k] for k in ("id", "feature", "kind", "severity", "status")} for r in filed])
         blocking = [r["id"] for r in filed if r["severity"] == "blocking" and r["status"] in ("open", "acknowledged")]
         return {"filed": [r["id"] for r in filed], "blocking": blocking}
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import ALERTS
 from pipeline_fixtures import write_pipeline
 
-from pipeline_lib import serving, settings
+from pipeline_lib import report, serving, settings
 from pipeline_lib.anomalies.accepting import accept
 from pipeline_lib.anomalies.tracker import Tracker
 
@@ -60,6 +60,9 @@ def test_a_blocking_anomaly_holds_the_run_until_accepted(isolated, alert_connect
     (record,) = Tracker().list(pipeline="taxi_tips")
     assert (record["feature"], record["kind"]) == ("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES")
     assert record["examples"] == ["'Bitcoin'"] and record["runs"][0]["statistics"].endswith("eval.stats.tfrecord")
+    text, failed = report.summary("taxi_tips", DAY1.date())
+    assert failed and text.endswith(f"NOT PUSHED: blocked by anomalies #{record['id']} payment_type "
+                                    "(ENUM_TYPE_UNEXPECTED_STRING_VALUES) (python -m pipeline_lib.anomalies show ID)")
     alerts = [b["text"] for _, b in slack if "anomaly #" in b["text"]]
     assert len(alerts) == 1 and "payment_type ENUM_TYPE_UNEXPECTED_STRING_VALUES" in alerts[0] and "'Bitcoin'" in alerts[0]
     assert len([m for m in mail if "anomaly #" in m["Subject"]]) == 1

@@ -70,6 +70,12 @@ def test_blocking_anomalies_are_named():
     assert failed
     assert "NOT PUSHED: blocked by anomalies payment_type (ENUM_TYPE_UNEXPECTED_STRING_VALUES)" in text
     assert "company" not in text.splitlines()[-1]
+    artifacts.write_json(artifacts.filed_anomalies_path("taxi_tips", DAY, "validate"), [  # as file_anomalies writes it
+        {"id": 7, "feature": "payment_type", "kind": "ENUM_TYPE_UNEXPECTED_STRING_VALUES", "severity": "blocking", "status": "open"},
+        {"id": 8, "feature": "company", "kind": "DRIFT", "severity": "warning", "status": "open"}])
+    text, _ = report.summary("taxi_tips", DAY)
+    assert text.endswith("NOT PUSHED: blocked by anomalies #7 payment_type (ENUM_TYPE_UNEXPECTED_STRING_VALUES) "
+                         "(python -m pipeline_lib.anomalies show ID)")
 
 
 def test_a_step_that_succeeds_again_clears_its_error():
