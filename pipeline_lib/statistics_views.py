@@ -4,16 +4,14 @@ Airflow side never imports TensorFlow and cannot read TFDV's protos:
 - `statistics.html`: TFDV's own Facets Overview of the splits (train against eval);
 - `statistics.json`: per split, per feature, the figures of that overview (count, missing, mean,
   std, min, median, max, zeros for numbers; unique and top values for strings);
-- `drift.json`: per checked feature, TFDV's drift and skew measurements (value and threshold),
-  whether or not they crossed the threshold.
+- `drift.json`: per checked feature, the drift and skew statistics validate judged (value,
+  threshold, p-value), whether or not they crossed the threshold.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import tensorflow_data_validation as tfdv
-from google.protobuf import json_format
 from tensorflow_data_validation.utils import display_util
 
 from pipeline_lib import artifacts
@@ -39,23 +37,18 @@ def feature_summary(feature) -> dict:
     return out
 
 
-def drift_measurements(anomalies) -> dict[str, list[dict]]:
-    """feature -> TFDV's drift/skew measurements ({type, value, threshold}) from an Anomalies proto."""
-    found = json_format.MessageToDict(anomalies).get("driftSkewInfo", [])
-    return {".".join(info["path"]["step"]): [{"kind": kind, **m} for kind in ("drift", "skew")
-                                             for m in info.get(f"{kind}Measurements", [])]
-            for info in found}
-
-
-def write(output_dir: Path, stats: dict) -> None:
+def write(output_dir: Path, stats: dict, measured: list[dict]) -> None:
     """The three views of one validate output; `stats` maps split -> DatasetFeatureStatisticsList,
-    the drift comes from the train split's anomalies file that validate wrote there."""
-    train_anomalies = output_dir / "train.anomalies.pbtxt"
+    `measured` the drift and skew measurements validate judged (validate.measure_changes)."""
     artifacts.write_json(output_dir / STATISTICS_JSON, {
         split: {"examples": s.datasets[0].num_examples, "features": [feature_summary(f) for f in s.datasets[0].features]}
         for split, s in stats.items()})
-    artifacts.write_json(output_dir / DRIFT_JSON, drift_measurements(tfdv.load_anomalies_text(str(train_anomalies)))
-                         if train_anomalies.exists() else {})
+    drift = {}
+    for m in measured:
+        drift.setdefault(m["feature"], []).append({
+            "kind": m["kind"].lower(), "type": m["change"]["name"], "value": m["change"]["statistic"],
+            "threshold": m["threshold"], "p_value": m["change"]["p_value"]})
+    artifacts.write_json(output_dir / DRIFT_JSON, drift)
     if stats:
         names = list(stats)[:2]
         (output_dir / STATISTICS_HTML).write_text(display_util.get_statistics_html(

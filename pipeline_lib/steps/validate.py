@@ -163,19 +163,29 @@ def findings_of(anomalies: anomalies_pb2.Anomalies, split: str, stats, schema, s
     return out
 
 
-def changes(config, stats, previous, serving, stats_path: Path) -> list[dict]:
+def measure_changes(config, stats, previous, serving) -> list[dict]:
     """Drift (train against the previous span's train) and skew (train against serving-time data)
-    of the features that have a threshold."""
+    of every feature that has a threshold, crossed or not: {feature, kind, against, threshold, change}."""
     out = []
     for feature, checks in sorted(config.validation.features.items()):
         for kind, threshold, reference, against in (("DRIFT", checks.drift, previous, "the previous span"),
                                                     ("SKEW", checks.skew, serving, "serving-time data")):
             if threshold is None or reference is None:
                 continue
-            found = drift.finding(kind, feature, against, drift.compare(feature, reference, stats),
-                                  threshold, config.validation.significance)
-            if found:
-                out.append({**found, "splits": ["train"], "statistics": str(stats_path)})
+            change = drift.compare(feature, reference, stats)
+            if change is not None:
+                out.append({"feature": feature, "kind": kind, "against": against, "threshold": threshold, "change": change})
+    return out
+
+
+def changes(config, measured: list[dict], stats_path: Path) -> list[dict]:
+    """The measured changes that are large and significant, as findings."""
+    out = []
+    for m in measured:
+        found = drift.finding(m["kind"], m["feature"], m["against"], m["change"], m["threshold"],
+                              config.validation.significance)
+        if found:
+            out.append({**found, "splits": ["train"], "statistics": str(stats_path)})
     return out
 
 
@@ -195,10 +205,11 @@ def merge(findings: list[dict]) -> list[dict]:
 
 
 def check(config, stats: dict, schema, previous, stats_files: dict[str, Path], found: list[dict],
-          anomalies_dir: Path | None = None) -> list[dict]:
+          anomalies_dir: Path | None = None) -> tuple[list[dict], list[dict]]:
     """Every finding about one span: `found` (the data's own) plus the schema's per split (written
-    as `<split>.anomalies.pbtxt` into `anomalies_dir`), drift and skew; each with its severity."""
-    found = list(found)
+    as `<split>.anomalies.pbtxt` into `anomalies_dir`), drift and skew; each with its severity.
+    Also the drift and skew measurements (`measure_changes`), which the Data page charts."""
+    found, measured = list(found), []
     if schema is not None:
         for name, split_stats in stats.items():
             anomalies = tfdv.validate_statistics(split_stats, schema, environment=SERVING if name == "serving" else TRAINING)
@@ -206,10 +217,11 @@ def check(config, stats: dict, schema, previous, stats_files: dict[str, Path], f
                 tfdv.write_anomalies_text(anomalies, str(anomalies_dir / f"{name}.anomalies.pbtxt"))
             found += findings_of(anomalies, name, split_stats, schema, stats_files[name])
     if "train" in stats:
-        found += changes(config, stats["train"], previous, stats.get("serving"), stats_files["train"])
+        measured = measure_changes(config, stats["train"], previous, stats.get("serving"))
+        found += changes(config, measured, stats_files["train"])
     for f in found:
         f["severity"] = config.validation.severity_of(f["feature"], f["kind"])
-    return merge(found)
+    return merge(found), measured
 
 
 def run(config, output_dir: Path, examples: str) -> dict:
@@ -228,9 +240,9 @@ def run(config, output_dir: Path, examples: str) -> dict:
             write_schema(infer_schema(config, stats["train"]), schema_file)
         schema = load_schema(schema_file) if schema_file.exists() else None
         previous = previous_statistics(config, span)
-        found = check(config, stats, schema, previous and tfdv.load_stats_binary(str(previous)),
-                      {name: output_dir / p.name for name, p in stats_paths.items()}, found, tmp)
-        statistics_views.write(tmp, stats)
+        found, measured = check(config, stats, schema, previous and tfdv.load_stats_binary(str(previous)),
+                                {name: output_dir / p.name for name, p in stats_paths.items()}, found, tmp)
+        statistics_views.write(tmp, stats, measured)
         result = {"span": span.isoformat(),
                   "statistics": {s: str(output_dir / p.name) for s, p in stats_paths.items()},
                   "previous_statistics": str(previous) if previous else None,

@@ -28,7 +28,8 @@ SMALL = {"source": {"window_days": 365}, "training": {"steps": 300}, "descriptio
 # and compared with version 1); payment_type's drift against day 1 crosses its threshold, as a
 # warning that does not hold the run
 DAY2_CONFIG = merge(SMALL, {"source": {"window_days": 200}, "evaluation": {"thresholds": {"AUC": {"change_absolute": -1.0}}},
-                            "validation": {"features": {"payment_type": {"drift": 1e-9, "severity": "warning"}}}})
+                            "validation": {"significance": 0.999,
+                                           "features": {"payment_type": {"drift": 1e-9, "severity": "warning"}}}})
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,7 @@ def test_data_page_shows_statistics_drift_and_anomalies_linked_with_the_tracker(
     assert page.text.count("<svg") == sum(len(m) for m in drift.values())
     anomalies = page.text.split('id="anomalies"')[1].split("</table>")[0]
     found = re.search(r'href="/anomaly-tracker/\?pipeline=taxi_tips&amp;id=(\d+)&amp;status=open">#\d+</a>', anomalies)
-    assert found and "payment_type" in anomalies and "COMPARATOR_L_INFTY_HIGH" in anomalies
+    assert found and "payment_type" in anomalies and "DRIFT" in anomalies
     tracker_page = client.get("/anomaly-tracker/", params={"pipeline": "taxi_tips"}).text
     assert 'href="/pipeline-pages/data?pipeline=taxi_tips&amp;span=2017-01-02"' in tracker_page
     assert f'/dags/taxi_tips/runs/{runs["runs"]["2017-01-02"]}"'.replace("+", "%2B").replace(":", "%3A") in tracker_page
@@ -312,6 +313,7 @@ def test_metrics_tables_and_charts_follow_whatever_metrics_a_pipeline_evaluates(
 
     path = write_pipeline(runs["root"] / "pipelines", {"name": "taxi_fare", "serving": {"model_name": "taxi_fare"}})
     raw = yaml.safe_load(path.read_text())
+    raw["label"]["task"] = "regression"
     raw["evaluation"].update(metrics=["ExampleCount", "MeanSquaredError", "MeanAbsoluteError"], thresholds={
         "MeanSquaredError": {"change_direction": "lower_is_better", "change_absolute": 1.0}})
     path.write_text(yaml.safe_dump(raw))

@@ -17,6 +17,7 @@ import tensorflow_data_validation as tfdv
 import tensorflow_transform as tft
 
 from conftest import SPAN, run_step
+from pipeline_fixtures import warehouse_copy
 from pipeline_lib import artifacts, serving
 from pipeline_lib.steps import ingest
 
@@ -72,7 +73,7 @@ def test_step_cli_reports_the_error_as_json(make_config, tmp_path):
     assert proc.returncode == 1
     assert "PreflightError: field 'source.table': no table 'no_such_table'" in json.loads(result_file.read_text())["error"]
     assert not (tmp_path / "out").exists()
-    assert "no_such_table does not exist" in (tmp_path / ".out.error").read_text(), "what `report` shows"
+    assert "no table 'no_such_table'" in (tmp_path / ".out.error").read_text(), "what `report` shows"
 
 
 def test_a_step_leaves_nothing_in_the_system_temp_folder(chain, config, tmp_path):
@@ -115,8 +116,10 @@ def test_validate_infers_a_missing_schema_once(chain, make_config):
     assert fresh.schema_path().read_text() == schema_text
 
 
-def test_validate_flags_a_new_category_against_the_schema(chain, config):
-    """Rows paying by a method never seen before, in a later span, are an anomaly."""
+def test_validate_flags_a_new_category_against_the_schema(make_config, tmp_path):
+    """Rows paying by a method never seen before, in a later span, are an anomaly (in a warehouse
+    of its own: the session's stays clean for the other tests)."""
+    config = make_config({"source": {"window_days": 90, "database": str(warehouse_copy(tmp_path))}}, name="taxi_new_category")
     later = dt.date(2014, 6, 1)
     with duckdb.connect(str(config.source.database_path())) as con:
         con.execute("INSERT INTO taxi_trips SELECT * REPLACE ('Bitcoin' AS payment_type, "

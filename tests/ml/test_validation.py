@@ -192,7 +192,7 @@ def statistics_of(config, tables: dict[str, pa.Table], windows: dict[str, tuple]
 def check(config, span: dict, previous: dict | None) -> list[dict]:
     schema = validate.load_schema(config.schema_path())
     return validate.check(config, span["stats"], schema, previous and previous["stats"].get("train"),
-                          span["files"], span["found"])
+                          span["files"], span["found"])[0]
 
 
 def span_rows(config, span, days):
