@@ -83,8 +83,9 @@ class FileAnomaliesOperator(BaseOperator):
         result = context["ti"].xcom_pull(task_ids=self.step)
         filed = file_and_alert(config, context, result["anomalies"],
                                ",".join(result.get("statistics", {}).values()) or None, self.log)
-        artifacts.write_json(artifacts.filed_anomalies_path(config.name, span_date(context), self.step),
-                             [{k: r[k] for k in ("id", "feature", "kind", "severity", "status")} for r in filed])
+        record = artifacts.filed_anomalies_path(config.name, span_date(context), self.step)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        artifacts.write_json(record, [{k: r[k] for k in ("id", "feature", "kind", "severity", "status")} for r in filed])
         blocking = [r["id"] for r in filed if r["severity"] == "blocking" and r["status"] in ("open", "acknowledged")]
         return {"filed": [r["id"] for r in filed], "blocking": blocking}
 
