@@ -125,6 +125,7 @@ def comparable(result: dict, root: Path) -> dict:
     result = json.loads(json.dumps(result).replace(str(root), "<root>"))
     result.pop("launch")
     result.pop("latency_ms", None)
+    result.pop("signature_latency_ms", None)
     result.get("seconds", {}).clear()  # train's fit/evaluate/export times
     return result
 
