@@ -28,7 +28,7 @@ FIRST = dt.date(2016, 12, 1)
 DATES = [FIRST + dt.timedelta(days=i) for i in range(7)]
 # small windows and short training: each run takes ~1-2 minutes here, almost all of it imports
 SMALL = {"start_date": FIRST.isoformat(), "end_date": DATES[-1].isoformat(),
-         "source": {"window_days": 90}, "training": {"steps": 50},
+         "source": {"window_days": 90}, "training": {"steps": 300},
          "evaluation": {"thresholds": {"AUC": {"lower_bound": 0.5}, "BinaryAccuracy": {"lower_bound": 0.5}}}}
 RUN_TIMEOUT_S = 600
 

@@ -21,7 +21,7 @@ from pipeline_lib import serving, settings
 START = dt.date(2016, 12, 1)
 # end_date: unpausing starts no scheduled run of today (max_active_runs=1 would queue ours behind it)
 COMMON = {"start_date": START.isoformat(), "end_date": START.isoformat(), "source": {"window_days": 90},
-          "training": {"steps": 100}}
+          "training": {"steps": 300}}
 # small windows and short training: value bounds a short training meets, on each task's own metrics
 PIPELINES = {
     "taxi_tips": {"evaluation": {"thresholds": {"AUC": {"lower_bound": 0.5}, "BinaryAccuracy": {"lower_bound": 0.5}}}},

@@ -62,6 +62,7 @@ def test_params_reach_the_steps_a_dry_run_pushes_nothing(isolated):
         logical_date=DAY, run_conf={"window_days": 30, "skip_change_threshold": True, "dry_run": True})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {"wait_for_data": "success", "file_anomalies": "success", "wait_for_anomalies": "success",
+                      "file_transform_anomalies": "success", "wait_for_transform_anomalies": "success",
                       **{step: "success" for step in artifacts.STEPS}, "push": "skipped"}
 
     def result(step):
