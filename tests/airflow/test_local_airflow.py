@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO
 from pipeline_fixtures import warehouse_copy, write_pipeline
 
-from pipeline_lib import serving
+from pipeline_lib import fork_server, serving
 
 FIRST = dt.date(2016, 12, 1)
 DATES = [FIRST + dt.timedelta(days=i) for i in range(7)]
@@ -92,7 +92,9 @@ def running_airflow(root: Path, first_dag: str, extra_env: dict | None = None):
     home, port = root / "home", free_port()
     env = {**os.environ, "PIPELINES_DIR": str(root / "pipelines"),
            "PIPELINE_ARTIFACT_ROOT": str(root / "artifacts"), "PIPELINE_SERVING_ROOT": str(root / "serving"),
-           "PIPELINE_WAREHOUSE": str(warehouse_copy(root)), **(extra_env or {})}
+           "PIPELINE_WAREHOUSE": str(warehouse_copy(root)),
+           "PIPELINE_RUNTIME_DIR": str(root / "run"),  # this stack's own warm ML process, stopped with it
+           **(extra_env or {})}
     log = open(root / "make-airflow.log", "w")
     proc = subprocess.Popen(["make", "--no-print-directory", "airflow", f"AIRFLOW_HOME={home}",
                              f"AIRFLOW_PORT={port}"], cwd=REPO, env=env, stdout=log,
@@ -111,6 +113,7 @@ def running_airflow(root: Path, first_dag: str, extra_env: dict | None = None):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
         log.close()
+        fork_server.stop(root / "run")  # it outlives tasks by design (warm for the next step)
         # make exits at once; the script then stops each component (SIGINT, SIGKILL after 30 s)
         deadline = time.monotonic() + 60
         while processes_of(home) and time.monotonic() < deadline:
