@@ -54,7 +54,7 @@ def main() -> None:
             artifacts.write_json(tmp / artifacts.RESULT_FILENAME, {"examples": str(out), "rows": written,
                                  "window": {"start": start.isoformat(), "end": end.isoformat()}})
         if corrupt:
-            data = out / "eval" / "data.tfrecord"
+            data = out / "eval" / "data-00000.tfrecord"
             data.write_bytes(data.read_bytes()[:-7])
         return validate.run(config, artifacts.step_dir(config.name, span, "validate"), str(out))
 

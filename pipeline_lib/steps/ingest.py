@@ -26,6 +26,7 @@ from pipeline_lib.warehouse import table_columns
 log = logging.getLogger(__name__)
 SPLITS = ("train", "eval")
 BATCH_ROWS = 65_536
+SHARD_ROWS = 50_000
 
 
 def batches(config, start: dt.datetime, end: dt.datetime, rows_file: Path | None = None) -> Iterator[pa.RecordBatch]:
@@ -94,20 +95,41 @@ def split_of(row_key: str, eval_percent: int) -> str:
     return "eval" if bucket < eval_percent else "train"
 
 
+class _ShardWriter:
+    """One split's TFRecord shards, `data-00000.tfrecord`, ..., a new one every SHARD_ROWS rows:
+    Beam reads a TFRecord file whole, so the shards are what lets the steps' runners (DirectRunner
+    worker processes, Dataflow) spread a large split over more than one worker."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir()
+        self.folder, self.rows = folder, 0
+        self.file = self._open(0)  # an empty split is one empty shard
+
+    def _open(self, index: int):
+        return open(self.folder / f"data-{index:05d}.tfrecord", "wb")
+
+    def write(self, example: bytes) -> None:
+        if self.rows and self.rows % SHARD_ROWS == 0:
+            self.file.close()
+            self.file = self._open(self.rows // SHARD_ROWS)
+        tfrecord.write_record(self.file, example)
+        self.rows += 1
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def write_splits(config, batches: Iterable[pa.RecordBatch], folder: Path) -> dict[str, int]:
-    """Each row as a tf.Example into `folder/<split>/data.tfrecord`; the rows written per split."""
-    rows = dict.fromkeys(SPLITS, 0)
-    with ExitStack() as files:
+    """Each row as a tf.Example into the shards of `folder/<split>/`; the rows written per split."""
+    with ExitStack() as stack:
         out = {}
         for split in SPLITS:
-            (folder / split).mkdir()
-            out[split] = files.enter_context(open(folder / split / "data.tfrecord", "wb"))
+            out[split] = _ShardWriter(folder / split)
+            stack.callback(out[split].close)
         for batch in batches:
             for key, example in zip(row_keys(batch, split_key(config)), to_examples(batch)):
-                split = split_of(key, config.split.eval_percent)
-                tfrecord.write_record(out[split], example)
-                rows[split] += 1
-    return rows
+                out[split_of(key, config.split.eval_percent)].write(example)
+    return {split: writer.rows for split, writer in out.items()}
 
 
 def run(config, output_dir: Path, span_date: dt.date, window_days: int | None = None,

@@ -52,13 +52,15 @@ def run(config, output_dir: Path, examples: str, schema: str) -> dict:
     with artifacts.atomic_dir(output_dir) as tmp, tempfile.TemporaryDirectory() as beam_tmp:
         with beam.Pipeline(options=pipeline_options(config, num_rows, beam_tmp)) as p, \
                 tft_beam.Context(temp_dir=beam_tmp):
-            raw = {}
-            for split in SPLITS:
+            def read(split: str, label: str):
                 source = tfxio.TFExampleRecord(file_pattern=str(examples / split / "*"), schema=raw_schema)
-                raw[split] = (p | f"Read[{split}]" >> source.BeamSource(), source.TensorAdapterConfig())
-            transform_fn = raw["train"] | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+                return p | label >> source.BeamSource(), source.TensorAdapterConfig()
+
+            # the train split is read twice, once to analyze and once to transform: a single read
+            # would hold every row in the runner until the analysis is done (2.2 GB at 1.5M rows)
+            transform_fn = read("train", "ReadToAnalyze") | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
             for split in SPLITS:
-                transformed, _ = ((raw[split], transform_fn)
+                transformed, _ = ((read(split, f"Read[{split}]"), transform_fn)
                                   | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
                 _ = (transformed
                      | f"Encode[{split}]" >> beam.FlatMap(_encode)

@@ -133,7 +133,7 @@ def test_bigquery_ingest_writes_the_same_examples_as_duckdb(isolated, fake_bigqu
     assert bq["rows"] == local["rows"] and sum(bq["rows"].values()) > 50
     assert bq["window"] == local["window"] == {"start": "2016-11-01T00:00:00+00:00", "end": "2016-12-01T00:00:00+00:00"}
     for split in ("train", "eval"):
-        sizes = [(Path(r["examples"]) / split / "data.tfrecord").stat().st_size for r in (bq, local)]
+        sizes = [(Path(r["examples"]) / split / "data-00000.tfrecord").stat().st_size for r in (bq, local)]
         assert sizes[0] == sizes[1], split
     assert (artifacts.run_dir("taxi_bq", SPAN.date()) / "source" / "rows.arrow").is_file()
 

@@ -62,7 +62,7 @@ def test_taxi_pipeline_pushes_a_blessed_model_then_refuses_a_worse_one(isolated)
     assert serving.record(model_dir, 1)["run_id"] == run1.run_id
     assert step_result("taxi_tips", DAY1, "infra_validate")["latency_ms"]["single"]["p99"] > 0
 
-    eval_file = Path(step_result("taxi_tips", DAY1, "ingest")["examples"]) / "eval" / "data.tfrecord"
+    eval_file = Path(step_result("taxi_tips", DAY1, "ingest")["examples"]) / "eval" / "data-00000.tfrecord"
     predicted = subprocess.run([str(settings.ml_python()), "-c", PREDICT, str(model_dir / "1"), str(eval_file)],
                                capture_output=True, text=True, check=True)
     probabilities = json.loads(predicted.stdout.strip().splitlines()[-1])

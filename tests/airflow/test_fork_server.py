@@ -45,7 +45,7 @@ for path in sorted(run.glob("*/**/*.tfrecord")):
     elif rel.startswith("validate/"):  # one binary proto
         stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(path.read_bytes())
         out[rel] = sha([stats.SerializeToString(deterministic=True)])
-examples = [tf.train.Example.FromString(r) for r in records(run / "ingest/eval/data.tfrecord")[:50]]
+examples = [tf.train.Example.FromString(r) for r in records(run / "ingest/eval/data-00000.tfrecord")[:50]]
 for e in examples:
     del e.features.feature["tips"]
 model = tf.saved_model.load(str(run / "train/model"))
@@ -149,7 +149,7 @@ def test_every_step_forked_gives_what_a_fresh_process_gives(both_ways):
                                          capture_output=True, text=True).stdout.splitlines()[-1])
                for root in (fresh_root, forked_root)]
     assert digests[0] == digests[1]
-    assert {"ingest/train/data.tfrecord", "validate/train.stats.tfrecord"} <= set(digests[0])
+    assert {"ingest/train/data-00000.tfrecord", "validate/train.stats.tfrecord"} <= set(digests[0])
     assert any(k.startswith("transform/") for k in digests[0]) and len(digests[0]["predictions"]) == 50
     for name in ("evaluate/slices.json", "evaluate/blessing.json"):
         texts = [(run(root) / name).read_text().replace(str(root), "<root>") for root in (fresh_root, forked_root)]

@@ -304,7 +304,7 @@ def test_ingest_in_a_pod_writes_the_examples_the_next_steps_read(isolated, clust
     assert cluster.deleted == [name] and not cluster.pods[name].sidecar_running
     examples = Path(result["examples"])
     assert examples == isolated / "artifacts" / "taxi_tips" / "runs" / "2016-12-01" / "ingest"
-    assert sum(result["rows"].values()) == expected and (examples / "train" / "data.tfrecord").stat().st_size > 0
+    assert sum(result["rows"].values()) == expected and (examples / "train" / "data-00000.tfrecord").stat().st_size > 0
 
 
 def test_a_failed_step_in_a_pod_fails_the_task_with_its_own_error(isolated, cluster):

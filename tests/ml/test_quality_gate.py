@@ -51,7 +51,7 @@ def test_training_logs_its_strategy_keeps_tensorboard_and_exports_weights(chain)
 def _predictions(model_dir, chain, count: int = 100):
     """The model's serving_default outputs for the first `count` raw eval examples."""
     examples = tf.stack([e for e in tf.data.TFRecordDataset(
-        str(Path(chain["ingest"]["examples"]) / "eval" / "data.tfrecord")).take(count)])
+        str(Path(chain["ingest"]["examples"]) / "eval" / "data-00000.tfrecord")).take(count)])
     return tf.saved_model.load(str(model_dir)).signatures["serving_default"](examples=examples)["outputs"].numpy()
 
 
@@ -150,7 +150,7 @@ def test_the_pushed_binary_model_answers_tf_servings_classify(chain):
     assert methods["serving_default"] == "tensorflow/serving/predict"
     model = tf.saved_model.load(str(path))
     examples = tf.stack([e for e in tf.data.TFRecordDataset(
-        str(Path(chain["ingest"]["examples"]) / "eval" / "data.tfrecord")).take(3)])
+        str(Path(chain["ingest"]["examples"]) / "eval" / "data-00000.tfrecord")).take(3)])
     answer = model.signatures["classify"](inputs=examples)
     probability = model.signatures["serving_default"](examples=examples)["outputs"].numpy()[:, 0]
     assert answer["classes"].numpy().tolist() == [[b"0", b"1"]] * 3
@@ -308,7 +308,7 @@ def test_training_under_mirrored_strategy_warm_starts_and_exports(chain, make_co
     assert result["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2}
     assert result["warm_start"]["from_version"] == 1 and result["warm_start"]["layers"]
     model = tf.saved_model.load(result["model"])
-    examples = [e for e in tf.data.TFRecordDataset(str(Path(chain["ingest"]["examples"]) / "eval" / "data.tfrecord")).take(4)]
+    examples = [e for e in tf.data.TFRecordDataset(str(Path(chain["ingest"]["examples"]) / "eval" / "data-00000.tfrecord")).take(4)]
     outputs = model.signatures["serving_default"](examples=tf.stack(examples))["outputs"].numpy()
     assert outputs.shape == (4, 1)
 

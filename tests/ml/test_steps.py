@@ -61,7 +61,7 @@ def test_ingest_of_an_empty_window_writes_an_empty_span_for_validate_to_file(con
     result = ingest.run(config, tmp_path / "empty", dt.date(2030, 1, 1))
     assert result["rows"] == {"train": 0, "eval": 0}
     assert result["window"]["start"].startswith("2029-10-03") and result["window"]["end"].startswith("2030-01-01")
-    assert all((tmp_path / "empty" / split / "data.tfrecord").stat().st_size == 0 for split in ingest.SPLITS)
+    assert all((tmp_path / "empty" / split / "data-00000.tfrecord").stat().st_size == 0 for split in ingest.SPLITS)
 
 
 def test_step_cli_reports_the_error_as_json(make_config, tmp_path):
@@ -150,17 +150,40 @@ def test_transform_computes_the_label_and_keeps_the_raw_metadata(chain, config):
     assert sum(value(e, "big_tipper") for e in xf) == big_tippers
 
 
-def test_transform_in_beam_worker_processes_writes_the_same_examples(chain, make_config):
+def test_ingest_shards_a_split_so_runners_can_spread_it(chain, config, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "SHARD_ROWS", 100)
+    sharded = ingest.run(config, tmp_path / "sharded", SPAN)
+    for split in ingest.SPLITS:
+        shards = sorted(p.name for p in (tmp_path / "sharded" / split).iterdir())
+        assert shards == [f"data-{i:05d}.tfrecord" for i in range(-(-sharded["rows"][split] // 100))]
+        rows = lambda folder: [e.SerializeToString(deterministic=True) for e in read_examples(Path(folder) / split)]
+        assert rows(tmp_path / "sharded") == rows(chain["ingest"]["examples"]), f"{split}: the same rows in the same order"
+
+
+def features(examples: list[tf.train.Example]) -> dict[str, np.ndarray]:
+    """Each (numeric) feature's values over the examples, sorted: what a transform wrote, whatever
+    the order it wrote them in."""
+    return {key: np.sort([np.nan if value(e, key) is None else value(e, key) for e in examples])
+            for key in examples[0].features.feature}
+
+
+def test_transform_in_beam_worker_processes_writes_the_same_examples(chain, config, make_config, tmp_path, monkeypatch):
     """`auto` runs big spans on worker processes, which cannot import the user module loaded from
-    its file: its preprocessing_fn must travel by value (it failed with ModuleNotFoundError)."""
+    its file: its preprocessing_fn must travel by value (it failed with ModuleNotFoundError). The
+    input in shards, so both workers read. A mean or variance summed in another order may differ in
+    its last bit, so the z-scores are compared to 1e-6."""
+    monkeypatch.setattr(ingest, "SHARD_ROWS", 1000)
+    examples = ingest.run(config, tmp_path / "sharded", SPAN)["examples"]
     parallel = make_config({"beam": {"direct_running_mode": "multi_processing", "direct_num_workers": 2}},
                            name="taxi_workers")
-    result = run_step(parallel, "transform", **artifacts.inputs_from("transform", chain))
+    result = run_step(parallel, "transform", **{**artifacts.inputs_from("transform", chain), "examples": examples})
     for split in ingest.SPLITS:
-        made = [read_examples(Path(r["transformed_examples"]) / split) for r in (result, chain["transform"])]
-        workers, in_process = ([e.SerializeToString(deterministic=True) for e in examples] for examples in made)
-        assert len(workers) == chain["ingest"]["rows"][split]
-        assert sorted(workers) == sorted(in_process)
+        workers, in_process = (read_examples(Path(r["transformed_examples"]) / split) for r in (result, chain["transform"]))
+        assert len(workers) == len(in_process) == chain["ingest"]["rows"][split]
+        made, expected = features(workers), features(in_process)
+        assert made.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_allclose(made[key], expected[key], rtol=1e-6, atol=1e-6, err_msg=key)
 
 
 def test_trained_model_serves_raw_examples_without_the_label(chain):

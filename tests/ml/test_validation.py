@@ -160,7 +160,7 @@ def test_spans_that_cannot_be_validated_are_anomalies_not_errors(make_config, ro
     assert empty["statistics"] == {}
 
     examples = Path(write_span(config, LATER, rows))
-    data = examples / "eval" / "data.tfrecord"
+    data = examples / "eval" / "data-00000.tfrecord"
     data.write_bytes(data.read_bytes()[:-7])
     result = validate.run(config, artifacts.step_dir(config.name, LATER, "validate"), str(examples))
     (finding,) = result["anomalies"]
