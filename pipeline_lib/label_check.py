@@ -8,16 +8,16 @@ classes, a regression label a target).
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from tfx_bsl.coders import example_coder
 
-from pipeline_lib import drift
+from pipeline_lib import drift, tfrecord
 
 SINGLE_CLASS, SHIFT = "LABEL_SINGLE_CLASS", "LABEL_SHIFT"
-BATCH = 65_536
+BATCH = 1024
 
 
 def label_values(files: list[Path], key: str, schema) -> np.ndarray:
@@ -26,9 +26,9 @@ def label_values(files: list[Path], key: str, schema) -> np.ndarray:
     only.feature.add().CopyFrom(next(f for f in schema.feature if f.name == key))
     decoder = example_coder.ExamplesToRecordBatchDecoder(only.SerializeToString())
     parts = []
-    for batch in tf.data.TFRecordDataset([str(f) for f in files]).batch(BATCH).as_numpy_iterator():
-        column = decoder.DecodeBatch(list(batch)).column(0)
-        parts.append(column.flatten().to_numpy(zero_copy_only=False))
+    records = itertools.chain.from_iterable(tfrecord.records(f) for f in files)
+    while batch := list(itertools.islice(records, BATCH)):
+        parts.append(decoder.DecodeBatch(batch).column(0).flatten().to_numpy(zero_copy_only=False))
     return np.concatenate(parts) if parts else np.array([])
 
 
