@@ -15,7 +15,9 @@ mkdir -p "$logs"
 pids=()
 
 stop() {
-    trap - INT TERM
+    # ignored from here: a second signal would kill this script half-way, leaving components running
+    # (`make` passes its SIGTERM on to this script, which the caller's signal reached too)
+    trap '' INT TERM
     for pid in "${pids[@]}"; do kill -INT -- "-$pid" 2>/dev/null || true; done
     for _ in $(seq 30); do
         alive=0

@@ -83,8 +83,10 @@ def local_airflow(home: Path, env: dict[str, str], log: Path) -> Iterator[Api]:
     """`make airflow` with AIRFLOW_HOME=`home` (migrated first) and `env`, its output in `log`; yields
     the logged-in API once it answers. On the way out: stops it and the warm ML process of env's
     PIPELINE_RUNTIME_DIR (it outlives tasks by design), waits for the script to stop each component
-    (SIGINT, SIGKILL after 30 s) and raises if anything started with `home` is still running."""
+    (SIGINT, SIGKILL after 30 s) and raises if anything started with `home` is still running or
+    anything answers on the port."""
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     with open(log, "w") as out:
         proc = subprocess.Popen(["make", "--no-print-directory", "airflow", f"AIRFLOW_HOME={home}",
                                  f"AIRFLOW_PORT={port}"], cwd=settings.REPO_ROOT, env=env, stdout=out,
@@ -95,7 +97,7 @@ def local_airflow(home: Path, env: dict[str, str], log: Path) -> Iterator[Api]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Airflow did not start in 180 s:\n{log.read_text()[-3000:]}")
             time.sleep(1)
-        yield Api(f"http://127.0.0.1:{port}", home)
+        yield Api(url, home)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
@@ -103,5 +105,9 @@ def local_airflow(home: Path, env: dict[str, str], log: Path) -> Iterator[Api]:
         deadline = time.monotonic() + 60
         while processes_of(home) and time.monotonic() < deadline:
             time.sleep(1)
-        if left := processes_of(home):
+        left = processes_of(home)
+        with contextlib.suppress(urllib.error.URLError):  # the api-server, whose title hides its environment
+            urllib.request.urlopen(url + "/api/v2/monitor/health", timeout=5)
+            left.append(f"something answering on {url}")
+        if left:
             raise RuntimeError(f"left running: {left}")
