@@ -15,7 +15,9 @@ mkdir -p "$logs"
 pids=()
 
 stop() {
-    trap - INT TERM
+    # ignored from here: a second signal would kill this script half-way, leaving components running
+    # (`make` passes its SIGTERM on to this script, which the caller's signal reached too)
+    trap '' INT TERM
     for pid in "${pids[@]}"; do kill -INT -- "-$pid" 2>/dev/null || true; done
     for _ in $(seq 30); do
         alive=0
@@ -39,6 +41,9 @@ for _ in $(seq 120); do
     curl -fs "$url/api/v2/monitor/health" > /dev/null 2>&1 && break
     sleep 1
 done
+# the execution API (how tasks report to Airflow) builds itself on its first request, ~3 s during
+# which the api-server answers nothing: pay it here rather than in the first task of the first run
+curl -fs "$url/execution/health" > /dev/null 2>&1 || true
 passwords=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated}
 echo "Airflow on $url (logs: $logs/)"
 echo "log in as admin, password: $("$bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' "$passwords" 2>/dev/null || echo "see $passwords")"

@@ -10,19 +10,16 @@ import contextlib
 import datetime as dt
 import json
 import os
-import signal
-import socket
 import subprocess
-import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import REPO
+from local_airflow import RUN_TIMEOUT_S, Api, finished, local_airflow
 from pipeline_fixtures import warehouse_copy, write_pipeline
 
-from pipeline_lib import fork_server, serving
+from pipeline_lib import serving
 
 FIRST = dt.date(2016, 12, 1)
 DATES = [FIRST + dt.timedelta(days=i) for i in range(7)]
@@ -30,97 +27,22 @@ DATES = [FIRST + dt.timedelta(days=i) for i in range(7)]
 SMALL = {"start_date": FIRST.isoformat(), "end_date": DATES[-1].isoformat(),
          "source": {"window_days": 90}, "training": {"steps": 300},
          "evaluation": {"thresholds": {"AUC": {"lower_bound": 0.5}, "BinaryAccuracy": {"lower_bound": 0.5}}}}
-RUN_TIMEOUT_S = 600
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def processes_of(home: Path) -> list[str]:
-    """Command lines of the processes started with this AIRFLOW_HOME."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if f"AIRFLOW_HOME={home}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:
-            pass
-    return found
-
-
-class Api:
-    """The REST API with a JWT from /auth/token (Airflow 3's SimpleAuthManager)."""
-
-    def __init__(self, url: str, home: Path):
-        self.url = url
-        password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-        self.token = self.call("POST", "/auth/token", {"username": "admin", "password": password},
-                               auth=False)["access_token"]
-
-    def call(self, method: str, path: str, body: dict | None = None, auth: bool = True):
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(self.url + path, method=method, headers=headers,
-                                         data=json.dumps(body).encode() if body is not None else None)
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"null")
-
-    def runs(self) -> list[dict]:
-        return self.call("GET", "/api/v2/dags/taxi_tips/dagRuns?limit=100")["dag_runs"]
-
-    def wait(self, done, what: str, timeout: float = RUN_TIMEOUT_S):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if result := done():
-                    return result
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(3)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @contextlib.contextmanager
 def running_airflow(root: Path, first_dag: str, extra_env: dict | None = None):
-    """`make airflow` on a free port with a private AIRFLOW_HOME under `root`, pipelines from
-    `root/pipelines`; yields (api, env) once `first_dag` is parsed; stops it and checks that
-    nothing is left running."""
-    home, port = root / "home", free_port()
+    """`make airflow` with a private AIRFLOW_HOME under `root`, pipelines from `root/pipelines`;
+    yields (api, env) once `first_dag` is parsed; stops it, checking that nothing is left running
+    and nothing answers on its port (local_airflow)."""
+    home = root / "home"
     env = {**os.environ, "PIPELINES_DIR": str(root / "pipelines"),
            "PIPELINE_ARTIFACT_ROOT": str(root / "artifacts"), "PIPELINE_SERVING_ROOT": str(root / "serving"),
            "PIPELINE_WAREHOUSE": str(warehouse_copy(root)),
            "PIPELINE_RUNTIME_DIR": str(root / "run"),  # this stack's own warm ML process, stopped with it
            **(extra_env or {})}
-    log = open(root / "make-airflow.log", "w")
-    proc = subprocess.Popen(["make", "--no-print-directory", "airflow", f"AIRFLOW_HOME={home}",
-                             f"AIRFLOW_PORT={port}"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while "Ctrl-C stops it" not in (root / "make-airflow.log").read_text():
-            assert proc.poll() is None, (root / "make-airflow.log").read_text()
-            assert time.monotonic() < deadline, "Airflow did not start in 180 s"
-            time.sleep(1)
-        api = Api(url, home)
+    with local_airflow(home, env, root / "make-airflow.log") as api:
         api.wait(lambda: api.call("GET", f"/api/v2/dags/{first_dag}"), f"{first_dag} to be parsed", 120)
         yield api, {**env, "AIRFLOW_HOME": str(home)}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-        log.close()
-        fork_server.stop(root / "run")  # it outlives tasks by design (warm for the next step)
-        # make exits at once; the script then stops each component (SIGINT, SIGKILL after 30 s)
-        deadline = time.monotonic() + 60
-        while processes_of(home) and time.monotonic() < deadline:
-            time.sleep(1)
-        assert processes_of(home) == [], "left running"
-    with pytest.raises(urllib.error.URLError):  # nothing answers on the port any more
-        urllib.request.urlopen(url + "/api/v2/monitor/health", timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +56,6 @@ def airflow(tmp_path_factory):
 def task_states(api: Api, run_id: str, dag_id: str = "taxi_tips") -> dict[str, str]:
     tis = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
     return {t["task_id"]: t["state"] for t in tis}
-
-
-def finished(api: Api, run_id: str, dag_id: str = "taxi_tips"):
-    run = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-    return run if run["state"] in ("success", "failed") else None
 
 
 def test_rest_trigger_with_params_runs_taxi_tips_to_success(airflow):

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from local_airflow import finished
 from pipeline_fixtures import write_pipeline
-from test_local_airflow import finished, running_airflow, task_states
+from test_local_airflow import running_airflow, task_states
 
 from pipeline_lib import serving, settings
 
