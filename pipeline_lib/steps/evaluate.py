@@ -14,7 +14,6 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.public import tfxio
-from tfx_bsl.tfxio import tensor_adapter
 
 from pipeline_lib import artifacts, serving
 from pipeline_lib.beam import batch_size, pipeline_options
@@ -226,14 +225,13 @@ def analyze(config, shared_models, cfg, pattern: str, out: Path, schema, options
     batches of the config's size: TFMA's extractors pay a fixed cost per batch."""
     source = tfxio.TFExampleRecord(file_pattern=pattern, schema=schema,
                                    raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
-    adapter = tensor_adapter.TensorAdapterConfig(arrow_schema=source.ArrowSchema(),
-                                                 tensor_representations=source.TensorRepresentations())
     with beam.Pipeline(options=options) as p:
         _ = (p
              | "Read" >> source.BeamSource(batch_size(config))
              | "Evaluate" >> tfma.ExtractEvaluateAndWriteResults(
                  eval_shared_model=shared_models, eval_config=cfg, output_path=str(out),
-                 display_only_data_location=pattern, tensor_adapter_config=adapter, schema=schema))
+                 display_only_data_location=pattern, tensor_adapter_config=source.TensorAdapterConfig(),
+                 schema=schema))
 
 
 def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_change_threshold: bool = False) -> dict:

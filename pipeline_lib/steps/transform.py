@@ -56,11 +56,10 @@ def run(config, output_dir: Path, examples: str, schema: str) -> dict:
                 source = tfxio.TFExampleRecord(file_pattern=str(examples / split / "*"), schema=raw_schema)
                 return p | label >> source.BeamSource(batch_size(config)), source.TensorAdapterConfig()
 
-            # the train split is read twice, once to analyze and once to transform, so the runner
-            # need not keep the rows for the transform pass. At 1.5M rows the main process peaked
-            # at 1,490 MiB this way against 2,371 MiB with one read (an A/B under load); quiet runs
-            # later peaked at 2,066-2,351 MiB: the runner holds the split between two analysis
-            # phases (taxi's mean fill, then z-score and quantiles); with one phase, 850 MiB
+            # the train split is read twice, once to analyze and once to transform, so the transform
+            # pass needs nothing kept from the analysis. A multi-phase analysis still holds the split
+            # in the runner between its phases (taxi at 1.5M: ~2 GB, 850 MiB with one phase;
+            # docs/benchmarks.md)
             transform_fn = read("train", "ReadToAnalyze") | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
             for split in SPLITS:
                 transformed, _ = ((read(split, f"Read[{split}]"), transform_fn)
