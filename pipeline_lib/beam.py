@@ -25,6 +25,13 @@ def batch_size(config) -> int | None:
     return config.beam.batch_size or None
 
 
+# Beam's DirectRunner (since 2.68) first tries Prism: it downloads a Go binary from GitHub and runs
+# the pipeline there when it can, and otherwise falls back to the FnApiRunner after converting the
+# pipeline once more (about 2 s per step here, where the download fails). Beam's advice for the old
+# behaviour is to name the FnApiRunner; its direct_running_mode/direct_num_workers still apply.
+LOCAL_RUNNER = "FnApiRunner"
+
+
 def pipeline_options(config, num_rows: int, temp_dir: str):
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -32,7 +39,9 @@ def pipeline_options(config, num_rows: int, temp_dir: str):
     if beam.dataflow:
         return PipelineOptions(dataflow_args(beam.dataflow) + list(beam.pipeline_args))
     args = list(beam.pipeline_args)
-    if not any(a.startswith("--runner") for a in args) or "--runner=DirectRunner" in args:
+    if not any(a.startswith("--runner") for a in args):
+        args.append(f"--runner={LOCAL_RUNNER}")
+    if f"--runner={LOCAL_RUNNER}" in args or "--runner=DirectRunner" in args:
         mode = beam.direct_running_mode
         if mode == "auto":
             mode = "multi_processing" if num_rows >= beam.multi_process_min_rows else "in_memory"
@@ -42,3 +51,22 @@ def pipeline_options(config, num_rows: int, temp_dir: str):
     if not any(a.startswith("--temp_location") for a in args):
         args.append(f"--temp_location={temp_dir}")
     return PipelineOptions(args)
+
+
+def pipeline(config, num_rows: int, temp_dir: str):
+    """A Beam pipeline for a step. The local FnApiRunner is built as the DirectRunner builds it,
+    with the pipeline options in its provision info: Beam's worker processes read their options
+    (pickler, logging, file systems) from there, and `--runner=FnApiRunner` alone gives them none."""
+    import apache_beam as beam
+
+    options = pipeline_options(config, num_rows, temp_dir)
+    if options.get_all_options()["runner"] != LOCAL_RUNNER:
+        return beam.Pipeline(options=options)
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    info = beam_provision_api_pb2.ProvisionInfo(
+        pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options()))
+    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(info)),
+                         options=options)

@@ -9,14 +9,13 @@ import math
 import tempfile
 from pathlib import Path
 
-import apache_beam as beam
 import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.public import tfxio
 
 from pipeline_lib import artifacts, serving
-from pipeline_lib.beam import batch_size, pipeline_options
+from pipeline_lib.beam import batch_size, pipeline
 from pipeline_lib.serving import LABEL_INFO, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 CANDIDATE, BASELINE = "candidate", "baseline"
@@ -220,12 +219,12 @@ def report(config, blessing: dict, per_slice: dict) -> str:
     return "\n".join(lines + _table([header] + rows)) + "\n"
 
 
-def analyze(config, shared_models, cfg, pattern: str, out: Path, schema, options) -> None:
+def analyze(config, shared_models, cfg, pattern: str, out: Path, schema, num_rows: int, temp_dir: str) -> None:
     """TFMA's evaluation of the examples at `pattern`, as tfma.run_model_analysis runs it but read in
     batches of the config's size: TFMA's extractors pay a fixed cost per batch."""
     source = tfxio.TFExampleRecord(file_pattern=pattern, schema=schema,
                                    raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
-    with beam.Pipeline(options=options) as p:
+    with pipeline(config, num_rows, temp_dir) as p:
         _ = (p
              | "Read" >> source.BeamSource(batch_size(config))
              | "Evaluate" >> tfma.ExtractEvaluateAndWriteResults(
@@ -250,7 +249,7 @@ def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_c
     with artifacts.atomic_dir(output_dir) as tmp, tempfile.TemporaryDirectory() as beam_tmp:
         out = tmp / TFMA_OUTPUT
         analyze(config, shared_models, cfg, str(Path(examples) / "eval" / "*"), out,
-                slicing_schema(config, schema), pipeline_options(config, eval_rows, beam_tmp))
+                slicing_schema(config, schema), eval_rows, beam_tmp)
         validation = tfma.load_validation_result(str(out))
         per_slice = slice_metrics(out, list(paths), classes)
         judged = verdicts(cfg, validation, per_slice[OVERALL], classes)

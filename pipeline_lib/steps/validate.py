@@ -15,13 +15,12 @@ import os
 import tempfile
 from pathlib import Path
 
-import apache_beam as beam
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx_bsl.public import tfxio
 
 from pipeline_lib import artifacts, drift, statistics_views, tfrecord
-from pipeline_lib.beam import batch_size, pipeline_options
+from pipeline_lib.beam import batch_size, pipeline
 from pipeline_lib.steps.ingest import SPLITS
 
 SERVING = "SERVING"
@@ -39,7 +38,7 @@ def compute_statistics(config, patterns: dict[str, str], output_dir: Path, num_r
     """One Beam pipeline computing the statistics of each named file pattern (start-up paid once)."""
     paths = {name: output_dir / stats_filename(name) for name in patterns}
     with tempfile.TemporaryDirectory() as tmp, \
-            beam.Pipeline(options=pipeline_options(config, num_rows, tmp)) as p:
+            pipeline(config, num_rows, tmp) as p:
         for name, pattern in patterns.items():
             _ = (p
                  | f"Read[{name}]" >> tfxio.TFExampleRecord(file_pattern=pattern).BeamSource(batch_size(config))

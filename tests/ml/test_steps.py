@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -200,6 +201,20 @@ def test_batch_size_changes_speed_not_results(chain, make_config):
     verdict = run_step(dynamic, "evaluate", **artifacts.inputs_from("evaluate", chain), skip_change_threshold=True)
     assert json.loads(Path(verdict["slices"]).read_text()) == json.loads(Path(chain["evaluate"]["slices"]).read_text())
     assert (verdict["blessed"], verdict["thresholds"]) == (chain["evaluate"]["blessed"], chain["evaluate"]["thresholds"])
+
+
+def test_local_beam_steps_never_try_the_prism_runner(chain, make_config, caplog):
+    """Beam's DirectRunner tries Prism first: a binary it downloads from GitHub, or ~2 s lost per
+    step where it cannot. The steps name the FnApiRunner, in process and multi-process alike."""
+    caplog.set_level(logging.INFO, logger="apache_beam.runners")
+    for mode in ("in_memory", "multi_processing"):
+        local = make_config({"beam": {"direct_running_mode": mode, "direct_num_workers": 2}}, name=f"taxi_{mode}")
+        assert run_step(local, "validate", **artifacts.inputs_from("validate", chain))["blocking"] == 0
+    beam_records = [r.getMessage() for r in caplog.records if r.name.startswith("apache_beam.runners")]
+    assert not [m for m in beam_records if "Prism" in m]
+    worker_options = [m for m in beam_records if "Pipeline_options" in m]
+    assert worker_options and all("direct_num_workers" in m for m in worker_options), \
+        "the worker processes get the step's options, as under the DirectRunner"
 
 
 def test_trained_model_serves_raw_examples_without_the_label(chain):
