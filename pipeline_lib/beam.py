@@ -53,7 +53,7 @@ def pipeline_options(config, num_rows: int, temp_dir: str):
     return PipelineOptions(args)
 
 
-def pipeline(config, num_rows: int, temp_dir: str):
+def beam_pipeline(config, num_rows: int, temp_dir: str):
     """A Beam pipeline for a step. The local FnApiRunner is built as the DirectRunner builds it,
     with the pipeline options in its provision info: Beam's worker processes read their options
     (pickler, logging, file systems) from there, and `--runner=FnApiRunner` alone gives them none."""

@@ -70,7 +70,7 @@ def transform_rows(config, rows: list[dict], preprocessing_fn: Callable | None =
     import tensorflow_transform.beam as tft_beam
     from tfx_bsl.public import tfxio
 
-    from pipeline_lib.beam import pipeline
+    from pipeline_lib.beam import beam_pipeline
 
     schema = _schema(config, rows)
     columns = {ROW: pa.array(range(len(rows)), pa.int64())}
@@ -87,7 +87,7 @@ def transform_rows(config, rows: list[dict], preprocessing_fn: Callable | None =
 
     source = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["testing"], schema=schema)
     with tempfile.TemporaryDirectory() as tmp:
-        with pipeline(config, len(rows), tmp) as p, tft_beam.Context(temp_dir=tmp):
+        with beam_pipeline(config, len(rows), tmp) as p, tft_beam.Context(temp_dir=tmp):
             raw = p | beam.Create(examples) | source.BeamSource()
             (transformed, _), _ = ((raw, source.TensorAdapterConfig())
                                    | tft_beam.AnalyzeAndTransformDataset(with_row, output_record_batches=True))

@@ -15,7 +15,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.public import tfxio
 
 from pipeline_lib import artifacts, serving
-from pipeline_lib.beam import batch_size, pipeline
+from pipeline_lib.beam import batch_size, beam_pipeline
 from pipeline_lib.serving import LABEL_INFO, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 CANDIDATE, BASELINE = "candidate", "baseline"
@@ -224,7 +224,7 @@ def analyze(config, shared_models, cfg, pattern: str, out: Path, schema, num_row
     batches of the config's size: TFMA's extractors pay a fixed cost per batch."""
     source = tfxio.TFExampleRecord(file_pattern=pattern, schema=schema,
                                    raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
-    with pipeline(config, num_rows, temp_dir) as p:
+    with beam_pipeline(config, num_rows, temp_dir) as p:
         _ = (p
              | "Read" >> source.BeamSource(batch_size(config))
              | "Evaluate" >> tfma.ExtractEvaluateAndWriteResults(

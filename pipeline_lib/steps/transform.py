@@ -18,7 +18,7 @@ from tfx_bsl.coders import example_coder
 from tfx_bsl.public import tfxio
 
 from pipeline_lib import artifacts, label_check, user_module
-from pipeline_lib.beam import batch_size, pipeline
+from pipeline_lib.beam import batch_size, beam_pipeline
 from pipeline_lib.steps.ingest import SPLITS
 
 TRANSFORM_GRAPH = "transform_graph"
@@ -50,7 +50,7 @@ def run(config, output_dir: Path, examples: str, schema: str) -> dict:
     if module is not None:  # a config-only pipeline runs the platform's code, which workers import
         cloudpickle.register_pickle_by_value(module)
     with artifacts.atomic_dir(output_dir) as tmp, tempfile.TemporaryDirectory() as beam_tmp:
-        with pipeline(config, num_rows, beam_tmp) as p, \
+        with beam_pipeline(config, num_rows, beam_tmp) as p, \
                 tft_beam.Context(temp_dir=beam_tmp):
             def read(split: str, label: str):
                 source = tfxio.TFExampleRecord(file_pattern=str(examples / split / "*"), schema=raw_schema)

@@ -20,7 +20,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx_bsl.public import tfxio
 
 from pipeline_lib import artifacts, drift, statistics_views, tfrecord
-from pipeline_lib.beam import batch_size, pipeline
+from pipeline_lib.beam import batch_size, beam_pipeline
 from pipeline_lib.steps.ingest import SPLITS
 
 SERVING = "SERVING"
@@ -38,7 +38,7 @@ def compute_statistics(config, patterns: dict[str, str], output_dir: Path, num_r
     """One Beam pipeline computing the statistics of each named file pattern (start-up paid once)."""
     paths = {name: output_dir / stats_filename(name) for name in patterns}
     with tempfile.TemporaryDirectory() as tmp, \
-            pipeline(config, num_rows, tmp) as p:
+            beam_pipeline(config, num_rows, tmp) as p:
         for name, pattern in patterns.items():
             _ = (p
                  | f"Read[{name}]" >> tfxio.TFExampleRecord(file_pattern=pattern).BeamSource(batch_size(config))
