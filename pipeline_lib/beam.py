@@ -60,13 +60,13 @@ def beam_pipeline(config, num_rows: int, temp_dir: str):
     import apache_beam as beam
 
     options = pipeline_options(config, num_rows, temp_dir)
-    if options.get_all_options()["runner"] != LOCAL_RUNNER:
+    given = options.get_all_options()
+    if given["runner"] != LOCAL_RUNNER:
         return beam.Pipeline(options=options)
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-    info = beam_provision_api_pb2.ProvisionInfo(
-        pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options()))
+    info = beam_provision_api_pb2.ProvisionInfo(pipeline_options=JobServiceHandle.encode_pipeline_options(given))
     return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(info)),
                          options=options)
