@@ -59,8 +59,9 @@ class Tracker:
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         sqlite_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-        # SQLite has one writer at a time: pipelines filing at once wait for it (30 s, not 5)
-        self.engine = create_engine(url, **({"connect_args": {"timeout": 30}} if sqlite_file else {}))
+        # SQLite has one writer at a time: pipelines filing at once wait for it
+        self.engine = create_engine(url, **({"connect_args": {"timeout": settings.SQLITE_LOCK_WAIT_S}}
+                                            if sqlite_file else {}))
         self._migration_lock = Path(f"{url.database}.migrate.lock") if sqlite_file else None
         if url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_foreign_keys)
