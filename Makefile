@@ -75,6 +75,7 @@ PIPELINE ?= taxi_tips
 DEMO_LOG = $(DATA)/demo-$(PIPELINE)-$(DEMO_DATE).log
 demo: envs data airflow-init
 	@echo "airflow dags test $(PIPELINE) $(DEMO_DATE) (log: $(DEMO_LOG))"
+	@$(AF)/bin/python -m pipeline_lib.launchers warm > /dev/null
 	@rc=0; $(AF)/bin/airflow dags test $(PIPELINE) $(DEMO_DATE) > $(DEMO_LOG) 2>&1 || rc=$$?; \
 	if [ $$rc -ne 0 ]; then tail -n 40 $(DEMO_LOG); echo; fi; \
 	$(AF)/bin/python -m pipeline_lib.report --pipeline $(PIPELINE) --date $(DEMO_DATE) || { r=$$?; [ $$rc -ne 0 ] || rc=$$r; }; \

@@ -12,7 +12,9 @@ safe. The child is killed when its client goes away (a killed Airflow task).
 The client side (`ForkedStep`, `connect`) is stdlib only: the Airflow environment uses it. One
 server per ML environment, on a Unix socket named after the environment's stamp (interpreter,
 venv, installed packages): when the environment changes, the next step starts a new server and
-the old one exits; an idle server exits after IDLE_SECONDS.
+the old one exits; an idle server exits after IDLE_SECONDS. `make demo` and `make airflow` start it
+in the background (`start`); a starting server holds the start lock until its socket is up, so a
+step that connects meanwhile waits for it instead of starting a second one.
 """
 
 from __future__ import annotations
@@ -74,39 +76,74 @@ def _connect_once(path: Path) -> socket.socket | None:
 
 
 def connect(python: Path, runtime_dir: Path, env: dict[str, str]) -> socket.socket:
-    """A connection to this environment's server, started (once, under a lock) when none runs."""
+    """A connection to this environment's server. When none answers: waits for the one starting
+    (it holds the start lock until its socket is in place), else starts one."""
     try:
         runtime_dir.mkdir(parents=True, exist_ok=True)
         path = socket_path(runtime_dir, python)
         sock = _connect_once(path)
         if sock:
             return sock
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            return _connect_once(path) or _start(python, path, env)
+            while not _try_lock(lock):
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"the fork server did not start in {START_TIMEOUT_SECONDS} s")
+                time.sleep(0.2)
+            sock = _connect_once(path)
+            if sock:
+                return sock
+            server = _spawn(python, path, env, lock)
+        while time.monotonic() < deadline:
+            sock = _connect_once(path)
+            if sock:
+                return sock
+            if server.poll() is not None:
+                raise Unavailable(f"the fork server exited with {server.returncode} (log: {path.with_suffix('.log')})")
+            time.sleep(0.2)
+        server.kill()
+        raise Unavailable(f"the fork server did not start in {START_TIMEOUT_SECONDS} s")
     except OSError as e:  # unwritable runtime dir, a socket path too long, ...
         raise Unavailable(f"{type(e).__name__}: {e}") from None
 
 
-def _start(python: Path, path: Path, env: dict[str, str]) -> socket.socket:
+def start(python: Path, runtime_dir: Path, env: dict[str, str]) -> bool:
+    """Starts this environment's server in the background, unless one is there or starting; does
+    not wait for it. Returns whether it started one."""
+    try:
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        path = socket_path(runtime_dir, python)
+        if path.exists():
+            return False
+        with open(path.with_suffix(".lock"), "w") as lock:
+            if not _try_lock(lock) or path.exists():
+                return False
+            _spawn(python, path, env, lock)
+            return True
+    except OSError as e:
+        raise Unavailable(f"{type(e).__name__}: {e}") from None
+
+
+def _try_lock(lock) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _spawn(python: Path, path: Path, env: dict[str, str], lock) -> subprocess.Popen:
+    """The server process. It inherits the held start `lock` and lets it go once its socket is in
+    place (or when it dies), so that clients meanwhile wait for it rather than start another."""
     # a temp folder of its own: a library that caches the temp folder at import would otherwise
     # send every child's files to the system's
     tmp = path.with_suffix(".tmp")
     tmp.mkdir(exist_ok=True)
     with open(path.with_suffix(".log"), "ab") as log:
-        server = subprocess.Popen([str(python), "-m", "pipeline_lib.fork_server", "--socket", str(path),
-                                   "--python", str(python)], env={**env, "TMPDIR": str(tmp)},
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        sock = _connect_once(path)
-        if sock:
-            return sock
-        if server.poll() is not None:
-            raise Unavailable(f"the fork server exited with {server.returncode} (log: {path.with_suffix('.log')})")
-        time.sleep(0.2)
-    server.kill()
-    raise Unavailable(f"the fork server did not start in {START_TIMEOUT_SECONDS} s")
+        return subprocess.Popen([str(python), "-m", "pipeline_lib.fork_server", "--socket", str(path),
+                                 "--python", str(python), "--lock-fd", str(lock.fileno())],
+                                env={**env, "TMPDIR": str(tmp)}, pass_fds=(lock.fileno(),),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 class ForkedStep:
@@ -305,6 +342,7 @@ def main():
     parser = argparse.ArgumentParser(prog="pipeline_lib.fork_server", description=__doc__)
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--python", required=True, type=Path, help="the interpreter path clients use (its stamp)")
+    parser.add_argument("--lock-fd", type=int, help="the start lock, held until the socket is in place")
     args = parser.parse_args()
     start = time.perf_counter()
     for module in STACK:
@@ -314,6 +352,8 @@ def main():
     gc.collect()
     gc.freeze()
     server = Server(args.socket, args.python)
+    if args.lock_fd is not None:
+        os.close(args.lock_fd)  # the children must not hold it either
     print(f"fork server {os.getpid()} on {args.socket}: imported the ML stack in "
           f"{time.perf_counter() - start:.1f} s", flush=True)
     server.serve()

@@ -116,6 +116,13 @@ class LocalLauncher:
             raise StepFailed(result.get("error") or f"step {step} exited with {returncode}")
         return {**result, "launch": launch}
 
+    def warm(self) -> bool:
+        """Starts the warm ML process in the background when none runs (and forking is on);
+        whether it started one."""
+        if not (settings.fork_server() and self.python.exists()):
+            return False
+        return fork_server.start(self.python, settings.runtime_dir(), self.environment())
+
     def environment(self) -> dict[str, str]:
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "1", **self.env}
         env.pop("PYTHONPATH", None)  # the Airflow env's paths must not leak into the ML env
@@ -139,3 +146,24 @@ class LocalLauncher:
         """A killed task kills its step (forked steps are not the task's children)."""
         if self.process:
             self.process.kill()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipeline_lib.launchers warm`, as `make demo` and `make airflow` run it before
+    Airflow starts: the warm ML process starts in the background, so that its imports (5-10 s)
+    overlap Airflow's start-up instead of sitting inside the first step."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="pipeline_lib.launchers", description=main.__doc__)
+    parser.add_argument("command", choices=["warm"])
+    parser.parse_args(argv)
+    try:
+        started = LocalLauncher().warm()
+    except fork_server.Unavailable as e:  # the first step starts one, or runs as a fresh process
+        print(f"no warm ML process: {e}")
+        return
+    print("warm ML process " + ("starting in the background" if started else "already there or off"))
+
+
+if __name__ == "__main__":
+    main()

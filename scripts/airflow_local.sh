@@ -29,6 +29,10 @@ stop() {
 }
 trap 'echo "stopping Airflow"; stop; exit 0' INT TERM
 
+# the warm ML process (pipeline_lib/fork_server.py) imports the ML stack while Airflow starts,
+# rather than inside the first run's first step
+"$bin/python" -m pipeline_lib.launchers warm
+
 for component in api-server scheduler dag-processor triggerer; do
     args=()
     [ "$component" = api-server ] && args=(--host 127.0.0.1 --port "$port")

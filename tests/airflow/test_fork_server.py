@@ -260,3 +260,31 @@ def test_a_changed_ml_environment_gets_a_new_server(tmp_path, monkeypatch):
         assert gone_within(old, 3 * fork_server.CHECK_SECONDS + 5) and alive(new)
     finally:
         fork_server.stop(runtime)
+
+
+
+def test_warm_starts_the_server_in_the_background_and_the_first_step_waits_for_that_one(tmp_path, monkeypatch):
+    """`python -m pipeline_lib.launchers warm` (make demo, make airflow) starts the server without
+    waiting for its imports; the first step, connecting while it still imports, waits for that
+    server rather than starting a second one. Warming again starts none; with forking off, none."""
+    runtime = tmp_path / "run"
+    monkeypatch.setenv("PIPELINE_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("PIPELINE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("PIPELINE_WAREHOUSE", str(warehouse_copy(tmp_path)))
+    config = write_pipeline(tmp_path / "pipelines", SMALL)
+    warm = [sys.executable, "-m", "pipeline_lib.launchers", "warm"]
+    try:
+        off = subprocess.run(warm, env={**os.environ, "PIPELINE_FORK_SERVER": "0"}, capture_output=True, text=True, check=True)
+        assert "already there or off" in off.stdout and not runtime.exists()
+        started = subprocess.run(warm, capture_output=True, text=True, check=True)
+        assert "starting in the background" in started.stdout
+        assert not fork_server.socket_path(runtime, settings.ml_python()).exists(), "warm does not wait for the imports"
+        log = []
+        result = run_step(config, "ingest", {}, log=log.append)
+        assert sum(result["rows"].values()) > 0 and any("forked as pid" in line for line in log), log
+        again = subprocess.run(warm, capture_output=True, text=True, check=True)
+        assert "already there" in again.stdout
+        [server] = server_pids(runtime)
+        assert alive(server)
+    finally:
+        fork_server.stop(runtime)
