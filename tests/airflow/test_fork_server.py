@@ -262,7 +262,6 @@ def test_a_changed_ml_environment_gets_a_new_server(tmp_path, monkeypatch):
         fork_server.stop(runtime)
 
 
-
 def test_warm_starts_the_server_in_the_background_and_the_first_step_waits_for_that_one(tmp_path, monkeypatch):
     """`python -m pipeline_lib.launchers warm` (make demo, make airflow) starts the server without
     waiting for its imports; the first step, connecting while it still imports, waits for that

@@ -41,6 +41,7 @@ def test_an_airflow_write_waits_for_another_writers_lock(airflow_db):
     writer.stdin.flush()
     time.sleep(HOLD_S)
     holder.execute("COMMIT")
+    holder.close()
     out, err = writer.communicate(timeout=60)
     assert writer.returncode == 0, err[-2000:]
     assert float(out.split()[-1]) >= HOLD_S - 0.5  # it waited for the lock, then wrote
