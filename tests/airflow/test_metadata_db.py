@@ -12,9 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import REPO
+
 from pipeline_lib import settings
 
 HOLD_S = 8  # longer than sqlite3's default wait
+SETTINGS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC")
 
 # An Airflow process as the CLI and the components start: its configured engine writes once told to
 WRITER = """
@@ -45,3 +48,12 @@ def test_an_airflow_write_waits_for_another_writers_lock(airflow_db):
     out, err = writer.communicate(timeout=60)
     assert writer.returncode == 0, err[-2000:]
     assert float(out.split()[-1]) >= HOLD_S - 0.5  # it waited for the lock, then wrote
+
+
+def test_make_sets_it_for_every_airflow_command():
+    """The Makefile's recipes (`make airflow`, `make demo`) carry the same settings as these tests."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    shown = subprocess.run(["make", "--no-print-directory", "-s", "--eval",
+                            "show: ; @echo " + " ".join(f"$${{{name}:-unset}}" for name in SETTINGS), "show"],
+                           cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert shown == [os.environ[name] for name in SETTINGS] == ["pipeline_lib.settings.AIRFLOW_SQLITE_CONNECT_ARGS"] * 2
