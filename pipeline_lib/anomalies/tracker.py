@@ -56,9 +56,9 @@ class Tracker:
 
     def __init__(self, url: str | None = None, revision: str = "head"):
         url = make_url(url or settings.anomaly_db_url())
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         sqlite_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+        if sqlite_file:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         # SQLite has one writer at a time: pipelines filing at once wait for it
         self.engine = create_engine(url, **({"connect_args": {"timeout": settings.SQLITE_LOCK_WAIT_S}}
                                             if sqlite_file else {}))
