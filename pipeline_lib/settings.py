@@ -7,13 +7,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # An SQLite file has one writer at a time, and sqlite3 waits 5 s for another writer's lock by
-# default: too short on two busy cores (seen: `database is locked` from `airflow backfill create`
-# while the scheduler and running tasks wrote). The anomaly tracker's file and Airflow's embedded
-# metadata database wait this long instead.
+# default: too short on two busy cores. The anomaly tracker's file and Airflow's embedded metadata
+# database (pipeline_lib/airflow_sqlite.py) wait this long instead.
 SQLITE_LOCK_WAIT_S = 30
-# Airflow's `[database] sql_alchemy_connect_args` (and `_async`) for its embedded SQLite database,
-# set by the Makefile and the tests; a Postgres deployment leaves them unset
-AIRFLOW_SQLITE_CONNECT_ARGS = {"timeout": SQLITE_LOCK_WAIT_S}
 
 
 def _path(var: str, default: Path) -> Path:

@@ -21,8 +21,8 @@ os.environ.update({
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
     # as the Makefile sets for every Airflow command (test_metadata_db.py)
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "pipeline_lib.settings.AIRFLOW_SQLITE_CONNECT_ARGS",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "pipeline_lib.settings.AIRFLOW_SQLITE_CONNECT_ARGS",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "pipeline_lib.airflow_sqlite.CONNECT_ARGS",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "pipeline_lib.airflow_sqlite.CONNECT_ARGS",
     "PIPELINE_RUNTIME_DIR": str(_HOME / "run"),  # the warm ML process the local launcher starts
     "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex * 2,  # an API server started in a test needs one
 })
