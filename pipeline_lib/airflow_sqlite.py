@@ -1,15 +1,15 @@
 """Connections to Airflow's embedded SQLite metadata database. Under `make airflow` the scheduler,
 the api-server (for the running tasks), the dag-processor, the triggerer and the `airflow` CLI all
-write to that one file, and a write failed with `database is locked` in two ways (both seen from
-`airflow backfill create` while a backfill's runs ran):
+write to that one file. Two ways a write fails there with `database is locked`:
 
-- another writer held the lock longer than sqlite3's default wait of 5 s: wait
+- another writer holds the lock longer than sqlite3's default wait of 5 s: wait
   `settings.SQLITE_LOCK_WAIT_S` instead;
-- the transaction had read before it wrote, and another process committed in between. In WAL mode
-  (Airflow's) SQLite fails that write at once (SQLITE_BUSY_SNAPSHOT): no wait helps. pysqlite
-  starts a transaction at its first write, so only one that SQLAlchemy's `begin_nested()` opened
-  with SAVEPOINT reads first (Airflow's backfill creation, asset events). Such a transaction
-  begins IMMEDIATE here: it takes the write lock, waiting for it, before it reads.
+- the transaction read before it wrote, and another process committed in between. In WAL mode
+  (Airflow's) SQLite fails that write at once (SQLITE_BUSY_SNAPSHOT): no wait helps. Seen from
+  `airflow backfill create` while a backfill's runs ran. pysqlite starts a transaction at its
+  first write, so only one that SQLAlchemy's `begin_nested()` opened with SAVEPOINT reads first
+  (Airflow's backfill creation, asset events). Such a transaction begins IMMEDIATE here: it takes
+  the write lock, waiting for it, before it reads.
 
 Airflow takes these through its own `[database] sql_alchemy_connect_args` (and `_async`), which
 the Makefile and the tests set; a Postgres deployment leaves them unset.

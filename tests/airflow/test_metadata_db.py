@@ -2,7 +2,7 @@
 (for the running tasks), the dag-processor, the triggerer and the `airflow` CLI all write to one
 file (pipeline_lib/airflow_sqlite.py). A write that finds another writer's lock waits for it rather
 than failing with `database is locked`, and so does a transaction that reads before it writes
-(both seen: `airflow backfill create` while a backfill's runs ran)."""
+(seen: `airflow backfill create` while a backfill's runs ran)."""
 
 from __future__ import annotations
 
