@@ -25,7 +25,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__API__HOST := 127.0.0.1
-# the embedded SQLite metadata database: writers wait for each other's lock (pipeline_lib/settings.py)
+# the embedded SQLite metadata database: lock waits and read-then-write transactions (pipeline_lib/airflow_sqlite.py)
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS := pipeline_lib.airflow_sqlite.CONNECT_ARGS
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC := pipeline_lib.airflow_sqlite.CONNECT_ARGS
 

@@ -28,6 +28,8 @@ class _Cursor(sqlite3.Cursor):
 
 
 class Connection(sqlite3.Connection):
+    # SQLAlchemy runs every statement through cursor(); sqlite3's own execute() shortcut does not
+    # come here, and nothing of Airflow's sends SAVEPOINT through it
     def cursor(self, factory=_Cursor):
         return super().cursor(factory)
 
