@@ -14,16 +14,17 @@ from pipeline_lib import settings
 STEPS = ("ingest", "validate", "transform", "train", "evaluate", "infra_validate", "push")
 RESULT_FILENAME = "result.json"
 # each step's inputs: argument -> (upstream step, key of that step's result)
+# (`examples`: the folder of a result that lists spans, ingest's the window's, transform's the
+# training spans: the window's but those still blocked)
 INPUTS: dict[str, dict[str, tuple[str, str]]] = {
     "ingest": {},
     "validate": {"examples": ("ingest", "examples")},
     "transform": {"examples": ("ingest", "examples"), "schema": ("validate", "schema")},
-    "train": {"transform_graph": ("transform", "transform_graph"),
-              "transformed_examples": ("transform", "transformed_examples")},
-    "evaluate": {"model": ("train", "model"), "examples": ("ingest", "examples"), "schema": ("validate", "schema")},
-    "infra_validate": {"model": ("train", "model"), "examples": ("ingest", "examples")},
+    "train": {"transform_graph": ("transform", "transform_graph"), "examples": ("transform", "examples")},
+    "evaluate": {"model": ("train", "model"), "examples": ("transform", "examples"), "schema": ("validate", "schema")},
+    "infra_validate": {"model": ("train", "model"), "examples": ("transform", "examples")},
     "push": {"model": ("train", "model"), "blessing": ("evaluate", "blessing"),
-             "infra_blessing": ("infra_validate", "infra_blessing"), "examples": ("ingest", "examples"),
+             "infra_blessing": ("infra_validate", "infra_blessing"), "examples": ("transform", "examples"),
              "schema": ("validate", "schema"), "transform_graph": ("transform", "transform_graph")},
 }
 # arguments that come from the run rather than from an upstream step
@@ -60,13 +61,6 @@ def filed_anomalies_path(pipeline: str, span_date: dt.date, step: str) -> Path:
     """The tracker records a step's findings were filed as (file_anomalies writes it, report names
     their ids)."""
     return run_dir(pipeline, span_date) / f".{step}.anomalies.json"
-
-
-def previous_run_file(pipeline: str, span_date: dt.date, step: str, name: str) -> Path | None:
-    """`<step>/<name>` of the newest earlier span of this pipeline that has one, if any."""
-    runs = pipeline_root(pipeline) / "runs"
-    earlier = sorted(p for p in runs.glob(f"*/{step}/{name}") if p.parent.parent.name < span_date.isoformat())
-    return earlier[-1] if earlier else None
 
 
 @contextlib.contextmanager

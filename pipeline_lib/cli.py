@@ -43,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
             kind = dt.date.fromisoformat if name == "span_date" else str
             p.add_argument(f"--{name.replace('_', '-')}", required=True, type=kind)
         if step == "ingest":
-            p.add_argument("--rows-file", type=Path, help="the window's rows as Arrow IPC (BigQuery extract)")
+            p.add_argument("--rows-file", type=Path, help="the rows of the spans to ingest as Arrow IPC (BigQuery "
+                           "extract), their window's fingerprints next to it")
+        if step == "transform":
+            p.add_argument("--exclude-spans", default="", help="comma-separated spans to leave out of training "
+                           "(blocked by open anomalies)")
         for param in run_params.for_step(step):  # optional: the run's params (run_params.py)
             p.add_argument(param.flag(), type=param.parse, default=param.default, help=param.description)
     return parser
@@ -99,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     kwargs.update({p.name: getattr(args, p.name) for p in run_params.for_step(args.step)})
     if args.step == "ingest":
         kwargs["rows_file"] = args.rows_file
+    if args.step == "transform":
+        kwargs["exclude_spans"] = args.exclude_spans
     try:
         with scratch_space(args.step):
             config = load_config(args.config)

@@ -53,7 +53,10 @@ class Source(_Strict):
     table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
     timestamp_column: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     timestamp_unit: Literal["epoch_seconds", "timestamp"] = "timestamp"
-    window_days: PositiveInt
+    window_days: PositiveInt = Field(description="the training window: the last spans that cover this many days")
+    span_days: PositiveInt | None = Field(default=None, description=(
+        "days per span, the unit that is ingested, validated and analyzed once; default: 7 for a "
+        "@weekly schedule, else 1"))
     database: str | None = Field(default=None, description="DuckDB file; default: settings")
     gcp_conn_id: str = Field(default="google_cloud_default", description="bigquery: the Airflow connection")
     location: str | None = Field(default=None, description="bigquery: the dataset's location")
@@ -203,7 +206,11 @@ DEFAULT_THRESHOLDS = {
 
 class Evaluation(_Strict):
     """TFMA metrics (class names), slices (feature lists) and the thresholds that bless a model.
-    Metrics and thresholds default per `label.task` (DEFAULT_METRICS, DEFAULT_THRESHOLDS)."""
+    Metrics and thresholds default per `label.task` (DEFAULT_METRICS, DEFAULT_THRESHOLDS).
+    The candidate is judged on the eval split of the newest spans that hold `recent_rows` eval
+    rows together (null: of the whole window)."""
+
+    recent_rows: PositiveInt | None = 20_000
 
     metrics: list[str] | None = Field(default=None, min_length=1)
     slices: list[list[str]] = []
@@ -386,11 +393,13 @@ class Alerts(_Strict):
 
 
 Severity = Literal["blocking", "warning"]
+SCHEDULE_SPAN_DAYS = {"@daily": 1, "@weekly": 7}
 
 
 # what a finding's kind is grouped under for its severity (other kinds: TFDV's schema checks)
-KIND_GROUPS = {"DRIFT": "drift", "SKEW": "skew", "EMPTY_SPAN": "data", "EMPTY_SPLIT": "data",
-               "UNREADABLE_DATA": "data", "NO_DATA": "data"}
+KIND_GROUPS = {"DRIFT": "drift", "SKEW": "skew", "EMPTY_WINDOW": "data", "EMPTY_SPLIT": "data",
+               "UNREADABLE_DATA": "data", "NO_DATA": "data", "VOLUME_DROP": "data", "VOLUME_SPIKE": "data",
+               "DUPLICATE_ROWS": "data"}
 DEFAULT_SEVERITY = {"schema": "blocking", "data": "blocking", "label": "blocking", "drift": "warning", "skew": "warning"}
 
 
@@ -398,22 +407,68 @@ def kind_group(kind: str) -> str:
     return "label" if kind.startswith("LABEL_") else KIND_GROUPS.get(kind, "schema")
 
 
-class FeatureChecks(_Strict):
-    """One feature's drift and skew thresholds (numbers: Wasserstein distance over the inner
-    quantiles / the reference's interdecile range; strings: the largest change of a value's share),
-    and its severity: one for all kinds, or per kind group (schema, drift, skew, data, label) or
-    per exact kind (e.g. FEATURE_TYPE_LOW_FRACTION_PRESENT)."""
+class Graded(_Strict):
+    """Drift and skew thresholds (numbers: Wasserstein distance over the inner quantiles / the
+    reference's interdecile range; strings: the largest change of a value's share): past
+    `drift`/`skew` a finding with the feature's severity (a warning unless set), past
+    `drift_block`/`skew_block` a blocking one."""
 
-    drift: float | None = Field(default=None, gt=0, description="against the previous span")
-    skew: float | None = Field(default=None, gt=0, description="training vs serving-time data")
+    drift: float | None = Field(default=None, gt=0, description="against the previous spans")
+    drift_block: float | None = Field(default=None, gt=0)
+    skew: float | None = Field(default=None, gt=0, description="the new span vs serving-time data")
+    skew_block: float | None = Field(default=None, gt=0)
+
+    def levels(self, kind: str, fallback: "Graded") -> tuple[float | None, float | None]:
+        """(threshold, block level) of DRIFT or SKEW: this feature's where it sets them (an
+        explicit null turns the check off), else `fallback`'s (the platform's per type)."""
+        name = kind.lower()
+        own = {f: getattr(self, f) for f in (name, f"{name}_block") if f in self.model_fields_set}
+        if name in own and own[name] is None:
+            return None, None
+        return own.get(name, getattr(fallback, name)), own.get(f"{name}_block", getattr(fallback, f"{name}_block"))
+
+
+class FeatureChecks(Graded):
+    """One feature's drift and skew levels over the platform's for its type, and its severity:
+    one for all kinds, or per kind group (schema, drift, skew, data, label) or per exact kind
+    (e.g. FEATURE_TYPE_LOW_FRACTION_PRESENT)."""
+
     severity: Severity | dict[str, Severity] | None = None
+
+
+class Volume(_Strict):
+    """A checked span's rows against the median of the `validation.reference_spans` before it:
+    fewer than (1 - drop) or more than (1 + spike) times it, and unlikely by chance (Poisson,
+    `validation.significance`), is a VOLUME_DROP or VOLUME_SPIKE."""
+
+    drop: float = Field(default=0.6, gt=0, lt=1)
+    spike: float = Field(default=0.8, gt=0)
+
+
+class Duplicates(_Strict):
+    """Rows of a span that repeat an earlier row of it, whole (`key: []`) or by the `key` columns;
+    more than `max_fraction` of the span's rows is a DUPLICATE_ROWS finding."""
+
+    key: list[str] = []
+    max_fraction: float = Field(default=0.01, ge=0, lt=1)
 
 
 class Validation(_Strict):
     """The schema file (next to the config; inferred on the first run when absent, then curated),
-    per-feature checks, and how long a blocked run waits for its anomalies to be resolved."""
+    the checks of a new span (every feature's drift and skew by its type, `numbers`, `categories`
+    or `strings`, over which `features` sets its own; volume; duplicates), and how long a blocked
+    run waits for its anomalies to be resolved."""
 
     schema_file: str = "schema.pbtxt"
+    # calibrated on clean taxi spans (209 weeks, 59 dense days; docs/benchmarks.md): no number
+    # drifted significantly (p < 0.001), community area codes up to 0.196, strings up to 0.064
+    numbers: Graded = Graded(drift=0.1, drift_block=0.3, skew=0.1, skew_block=0.3)
+    categories: Graded = Field(default=Graded(drift=0.25, drift_block=0.6, skew=0.25, skew_block=0.6), description=(
+        "the integer ids listed under features.categorical: compared as numbers, whose order means nothing"))
+    strings: Graded = Graded(drift=0.15, drift_block=0.3, skew=0.15, skew_block=0.3)
+    reference_spans: PositiveInt = Field(default=7, description="the spans before a new one that it is compared with")
+    volume: Volume = Volume()
+    duplicates: Duplicates = Duplicates()
     severity: dict[str, Severity] = Field(default={}, description=(
         "per kind group or exact kind, over the defaults: schema, data, label blocking; drift, skew warning"))
     features: dict[str, FeatureChecks] = {}
@@ -421,7 +476,8 @@ class Validation(_Strict):
         "drift/skew also needs a test (KS for numbers, chi-square for strings) below this p-value: "
         "small spans cannot alarm on noise"))
     label_shift: float = Field(default=0.1, gt=0, description=(
-        "after transform: a class share moved by more, or a regression label's distance (as drift), blocks"))
+        "after transform: a new span's class share moved by more, or a regression label's distance "
+        "(as drift), against the spans before it blocks"))
     worse_margin: float = Field(default=0.5, gt=0, description=(
         "an acknowledged/accepted drift reopens when its statistic exceeds the alerted one by this fraction"))
     serving_data: str = Field(default="serving_data/*.tfrecord",
@@ -489,6 +545,17 @@ class PipelineConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _spans_fit_the_schedule(self):
+        """A run adds one span: a preset schedule fixes the span's length."""
+        preset = SCHEDULE_SPAN_DAYS.get(self.schedule)
+        if self.source.span_days is None:
+            object.__setattr__(self, "source", self.source.model_copy(update={"span_days": preset or 1}))
+        elif preset and self.source.span_days != preset:
+            raise FieldError("source.span_days", f"is {self.source.span_days} but a {self.schedule} schedule adds a "
+                             f"{preset}-day span each run: set span_days: {preset}, or the schedule to match")
+        return self
+
+    @model_validator(mode="after")
     def _evaluation_fits_task(self):
         # a frozen model: the filled-in section replaces the written one
         object.__setattr__(self, "evaluation", self.evaluation.for_task(self.label.task))
@@ -496,7 +563,8 @@ class PipelineConfig(_Strict):
 
     @model_validator(mode="after")
     def _checks_name_columns(self):
-        for field, names in (("validation.features", self.validation.features), ("split.key", self.split.key)):
+        for field, names in (("validation.features", self.validation.features), ("split.key", self.split.key),
+                             ("validation.duplicates.key", self.validation.duplicates.key)):
             unknown = sorted(set(names) - set(self.raw_columns()))
             if unknown:
                 raise ValueError(f"{field} names columns the pipeline does not read: {unknown}")

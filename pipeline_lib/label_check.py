@@ -1,76 +1,68 @@
-"""The label as the preprocessing_fn computes it, checked after transform on both splits against
-the previous span (ML env): a single class, a class share that moved, or a regression target whose
-distribution shifted is a blocking anomaly before training (severity group `label`).
+"""The label as the preprocessing_fn computes it, per span, checked after transform against the spans
+before it (ML env): a single class that the spans before make unlikely, a class share that moved,
+or a regression target whose distribution shifted is a blocking anomaly before training (severity
+group `label`). Each span's label summary is kept in its folder (`label.json`), computed once.
 
 Classes or regression is told by the config's `label.task` (binary and multiclass labels are
-classes, a regression label a target).
+classes, named as the model's classes; a regression label a target).
 """
 
 from __future__ import annotations
 
-import itertools
-from pathlib import Path
+import math
 
 import numpy as np
-from tfx_bsl.coders import example_coder
 
-from pipeline_lib import drift, tfrecord
+from pipeline_lib import drift
 
 SINGLE_CLASS, SHIFT = "LABEL_SINGLE_CLASS", "LABEL_SHIFT"
-BATCH = 1024
 
 
-def label_values(files: list[Path], key: str, schema) -> np.ndarray:
-    """The label's values in transformed tf.Example files (decoded with only its feature)."""
-    only = type(schema)()
-    only.feature.add().CopyFrom(next(f for f in schema.feature if f.name == key))
-    decoder = example_coder.ExamplesToRecordBatchDecoder(only.SerializeToString())
-    parts = []
-    records = itertools.chain.from_iterable(tfrecord.records(f) for f in files)
-    while batch := list(itertools.islice(records, BATCH)):
-        parts.append(decoder.DecodeBatch(batch).column(0).flatten().to_numpy(zero_copy_only=False))
-    return np.concatenate(parts) if parts else np.array([])
-
-
-def summary(values: np.ndarray, task: str) -> dict:
-    """What the next span is compared with: class counts, or quantile points for a regression target."""
+def summary(values: np.ndarray, task: str, classes: list[str]) -> dict:
+    """What later spans are compared with, as drift summarizes a feature: class counts by class
+    name, or a regression target's quantile points, count, mean and std."""
     if task != "regression":
-        classes, counts = np.unique(values.astype(str) if values.dtype.kind in "SO" else values, return_counts=True)
-        return {"kind": "classes", "counts": {str(c): int(n) for c, n in zip(classes, counts)}}
+        ids, counts = np.unique(values.astype(np.int64), return_counts=True)
+        return {"kind": "strings", "counts": {classes[i] if 0 <= i < len(classes) else str(i): int(n)
+                                              for i, n in zip(ids, counts)}}
     finite = values[np.isfinite(values)].astype(float)
-    quantiles = np.quantile(finite, np.linspace(0, 1, drift.QUANTILES + 1)) if finite.size else []
-    return {"kind": "regression", "rows": int(finite.size), "quantiles": [float(q) for q in quantiles],
-            "std": float(finite.std()) if finite.size else 0.0}
+    if not finite.size:
+        return {"kind": "numbers", "quantiles": [], "count": 0, "mean": 0.0, "std": 0.0}
+    return {"kind": "numbers", "quantiles": [float(q) for q in np.quantile(finite, np.linspace(0, 1, drift.QUANTILES + 1))],
+            "count": int(finite.size), "mean": float(finite.mean()), "std": float(finite.std())}
 
 
-def findings(config, current: dict[str, dict], previous: dict[str, dict] | None) -> list[dict]:
-    """`current`/`previous`: the summary per split (previous: the newest earlier span's)."""
+def findings(config, span: str, current: dict, before: list[dict]) -> list[dict]:
+    """The label findings of one span against the summaries of the spans before it."""
     key, validation = config.label.key, config.validation
+    reference = drift.merge([b for b in before if b.get("count", 1)])
     out = []
 
-    def finding(kind, description, examples, splits):
-        out.append({"feature": key, "kind": kind, "description": description, "examples": examples,
-                    "splits": splits, "statistics": None,
-                    "severity": validation.severity_of(key, kind)})
+    def finding(kind, description, examples, statistic=None):
+        out.append({"feature": key, "kind": kind, "description": f"span {span}: {description}", "examples": examples,
+                    "spans": [span], "statistics": None, "severity": validation.severity_of(key, kind),
+                    **({"statistic": statistic} if statistic is not None else {})})
 
-    single = [s for s, sm in current.items() if sm["kind"] == "classes" and len(sm["counts"]) == 1]
-    if single:
-        (value,) = current[single[0]]["counts"]
-        finding(SINGLE_CLASS, f"the label {key} has a single class ({value!r}) in {', '.join(single)}: "
-                              "a model cannot learn from it", [repr(value)], single)
-    for split, sm in current.items():
-        before = (previous or {}).get(split)
-        if not before or before["kind"] != sm["kind"] or split in single:
-            continue
-        if sm["kind"] == "classes":
-            change = drift.share_change(before["counts"], sm["counts"])
-        elif before["quantiles"] and sm["quantiles"]:
-            change = drift.quantile_change(np.array(before["quantiles"]), before["rows"],
-                                           np.array(sm["quantiles"]), sm["rows"], before["std"])
-        else:
-            continue
-        found = drift.finding(SHIFT, key, "the previous span", change, validation.label_shift, validation.significance)
-        if found:
-            finding(SHIFT, f"{split} split: {found['description']}", found["examples"], [split])
-            out[-1]["statistic"] = found["statistic"]
+    if current["kind"] == "strings" and len(current["counts"]) == 1:
+        (value, rows), = current["counts"].items()
+        chance = _all_one_class(reference, rows)
+        if chance < validation.significance:
+            finding(SINGLE_CLASS, f"the label {key} has a single class ({value!r}) in all {rows:,} rows, which the spans "
+                                  f"before make unlikely (p {chance:.1e}): a model cannot learn from it", [repr(value)])
+            return out
+    change = drift.change(reference, current) if reference and current.get("count", 1) else None
+    found = drift.finding(SHIFT, key, f"the {len(before)} spans before it", change, validation.label_shift,
+                          validation.significance)
+    if found:
+        finding(SHIFT, found["description"], found["examples"], found["statistic"])
     return out
+
+
+def _all_one_class(reference: dict | None, rows: int) -> float:
+    """The chance that `rows` labels drawn with the reference's class shares all fall in one class
+    (1.0 without a reference: a first span cannot tell)."""
+    if not reference or reference["kind"] != "strings":
+        return 1.0
+    counts = np.array(list(reference["counts"].values()), dtype=float)
+    shares = counts / counts.sum()
+    return float(min(1.0, sum(math.exp(rows * math.log(s)) for s in shares if s > 0)))

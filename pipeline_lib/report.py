@@ -75,14 +75,25 @@ def summary(pipeline: str, date: dt.date) -> tuple[str, bool]:
     r, errors = _results(pipeline, date)
     lines = [f"pipeline {pipeline}, span {date}  (artifacts: {artifacts.run_dir(pipeline, date)})"]
     if r["ingest"]:
-        w, rows = r["ingest"]["window"], r["ingest"]["rows"]
-        lines.append(f"  ingested   {sum(rows.values()):,} rows from [{w['start'][:10]}, {w['end'][:10]}): "
-                     + ", ".join(f"{split} {n:,}" for split, n in rows.items()))
+        i = r["ingest"]
+        w, rows, window = i["window"], i["rows"], i["spans"]
+        lines.append(f"  window     {len(window)} spans, [{w['start'][:10]}, {w['end'][:10]}): {sum(rows.values()):,} rows ("
+                     + ", ".join(f"{split} {n:,}" for split, n in rows.items()) + f"); new span {i['span']}: "
+                     + f"{sum(window[-1]['rows'].values()):,} rows")
+        lines.append(f"  ingested   {len(i['ingested'])} span{'s' if len(i['ingested']) != 1 else ''}"
+                     + (f" ({i['ingested'][0]} .. {i['ingested'][-1]})" if len(i["ingested"]) > 1 else
+                        f" ({i['ingested'][0]})" if i["ingested"] else " (the window's spans were kept)"))
     if r["validate"]:
         anomalies = r["validate"]["anomalies"]
         lines.append(f"  anomalies  {len(anomalies)}" + ("" if anomalies else " (none)"))
-        lines += [f"    - [{a['severity']}] {','.join(a['splits'])}/{a['feature']}: {a['kind']}: {a['description'].strip()}"
+        lines += [f"    - [{a['severity']}] {a['feature']}: {a['kind']}: {a['description'].strip()}"
                   for a in anomalies[:5]]
+    if r["transform"]:
+        t = r["transform"]
+        a = t["analysis"]
+        lines.append(f"  analyzed   {len(t['spans'])} spans: {a['read_spans']} read ({a['read_rows']:,} rows), "
+                     f"{a['cached_spans']} from the analyzer cache"
+                     + (f"; left out, blocked: {', '.join(t['excluded'])}" if t["excluded"] else ""))
     if r["train"]:
         t = r["train"]
         warm = t["warm_start"]["from_version"]

@@ -37,7 +37,9 @@ class RunParam:
 
 RUN_PARAMS: tuple[RunParam, ...] = (
     RunParam("window_days", "ingest", None, {"type": ["null", "integer"], "minimum": 1, "maximum": 36500},
-             "Days before the logical date to ingest; empty: the config's source.window_days."),
+             "Days of spans before the logical date to train on; empty: the config's source.window_days."),
+    RunParam("reingest", "ingest", False, {"type": "boolean"},
+             "Read this run's span from the source again, even if the source does not say it changed."),
     RunParam("skip_change_threshold", "evaluate", False, {"type": "boolean"},
              "Forced retrain: judge the candidate on value thresholds only, not on its change "
              "against the serving model."),

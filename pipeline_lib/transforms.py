@@ -3,12 +3,18 @@ preprocessing_fn to call or to be used whole: the platform's default when a modu
 
 Each raw column `c` becomes `xf(c)`:
 - numeric: missing values take the column's mean, then z-score scaling;
-- bucketized: missing values take the column's mean, then `bucket_count` quantile buckets;
+- bucketized: `bucket_count` buckets at the quantiles of the present values; a missing value takes
+  the column's mean, then its bucket;
 - categorical (small integer ids) and vocabulary (strings): a vocabulary of the `vocab_size` most
   frequent values plus `oov_buckets` hashed buckets for unseen ones; a missing value is a value of
   its own ("" or -1), so it gets its own id.
 The label (`label.key`, from its one raw column) by `label.task`: binary a 0/1 integer, multiclass
 class ids through the label's vocabulary (pipeline_lib.task.label_ids), regression a float.
+
+Every analyzer reads the raw values, none another analyzer's result (one analysis phase): a phase
+that needs an earlier one's result (e.g. quantiles of mean-filled values) makes tf.Transform read
+every span of the window again, where a single phase reads only the new span and merges the
+others' cached results (steps/transform.py).
 """
 
 from __future__ import annotations
@@ -25,11 +31,30 @@ def xf(name: str) -> str:
     return f"{name}_xf"
 
 
-def _filled_with_mean(x):
-    """Missing values replaced by the mean of the present ones (a full-pass analyzer)."""
+def _present(x):
+    """(the present values, x dense with its mean where missing, the mean) of a raw column."""
     x = tf.cast(x, tf.float32)
-    mean = tft.mean(x.values if isinstance(x, tf.sparse.SparseTensor) else x)
-    return dense(x, mean)
+    values = x.values if isinstance(x, tf.sparse.SparseTensor) else x
+    mean = tft.mean(values)
+    return values, dense(x, mean), mean
+
+
+def scaled_to_z_score(x):
+    """The z-score of x with missing values filled with the mean, in one phase: filling with the
+    mean keeps it and adds nothing to the squared deviations, so the variance of the filled values
+    is the present values' times (present / rows). (Every analyzer's input is raw: the rows are
+    counted on x filled with 0, not with the mean, which would be a second phase.)"""
+    values, filled, mean = _present(x)
+    rows = tft.size(dense(tf.cast(x, tf.float32), 0.0))
+    variance = tft.var(values) * tf.cast(tft.size(values), tf.float32) / tf.cast(rows, tf.float32)
+    return tf.where(variance > 0, (filled - mean) / tf.sqrt(variance), filled - mean)
+
+
+def bucketized(x, bucket_count: int):
+    """Buckets at the present values' quantiles (tft.bucketize's epsilon), a missing value in the
+    mean's bucket."""
+    values, filled, _ = _present(x)
+    return tft.apply_buckets(filled, tft.quantiles(values, bucket_count, epsilon=min(1.0 / bucket_count, 0.01)))
 
 
 def transform_features(inputs, config) -> dict:
@@ -37,9 +62,9 @@ def transform_features(inputs, config) -> dict:
     features = config.features
     outputs = {}
     for key in features.numeric:
-        outputs[xf(key)] = tft.scale_to_z_score(_filled_with_mean(inputs[key]))
+        outputs[xf(key)] = scaled_to_z_score(inputs[key])
     for key in features.bucketized:
-        outputs[xf(key)] = tft.bucketize(_filled_with_mean(inputs[key]), features.bucket_count)
+        outputs[xf(key)] = bucketized(inputs[key], features.bucket_count)
     for key in features.categorical + features.vocabulary:
         default = "" if inputs[key].dtype == tf.string else -1
         outputs[xf(key)] = tft.compute_and_apply_vocabulary(

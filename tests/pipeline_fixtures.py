@@ -5,6 +5,7 @@ Shared by both test suites (plain yaml, no Airflow or TensorFlow imports)."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -45,3 +46,22 @@ def warehouse_copy(tmp_dir: Path) -> Path:
     target = tmp_dir / "warehouse.duckdb"
     shutil.copy(source, target)
     return target
+
+
+DENSE_FIRST_DAY = dt.date(2016, 1, 1)
+
+
+def dense_table(database: Path, table: str = "taxi_daily", rows_per_day: int = 250,
+                first_day: dt.date = DENSE_FIRST_DAY) -> int:
+    """The real taxi rows in time order as a dense daily table: `rows_per_day` rows a day from
+    `first_day` (60 days at 250), each day's rows those of about 24 consecutive days of the sample,
+    their time of day kept (their other columns as they were). Returns the number of days."""
+    import duckdb
+
+    start = int(dt.datetime.combine(first_day, dt.time(), tzinfo=dt.timezone.utc).timestamp())
+    with duckdb.connect(str(database)) as con:
+        con.execute(f"""CREATE OR REPLACE TABLE {table} AS SELECT * REPLACE (
+                            {start} + (row_number() OVER (ORDER BY trip_start_timestamp) - 1) // {rows_per_day} * 86400
+                            + trip_start_timestamp % 86400 AS trip_start_timestamp) FROM taxi_trips""")
+        rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return -(-rows // rows_per_day)

@@ -40,6 +40,8 @@ class Anomaly(Base):
     last_span: Mapped[dt.date] = mapped_column(Date)
     occurrences: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=now)
+    opened_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=now,
+                                                          doc="when it last became open (new or reopened)")
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=now)
     resolved_by: Mapped[str | None] = mapped_column(String(250))
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -66,6 +68,7 @@ class Occurrence(Base):
     anomaly_id: Mapped[int] = mapped_column(ForeignKey("anomaly.id", ondelete="CASCADE"), index=True)
     run_id: Mapped[str] = mapped_column(String(250))
     span: Mapped[dt.date] = mapped_column(Date)
+    spans: Mapped[list | None] = mapped_column(JSON, doc="the spans the run found it in")
     run_url: Mapped[str | None] = mapped_column(Text)
     statistics: Mapped[str | None] = mapped_column(Text, doc="statistics file(s) of that run")
     description: Mapped[str] = mapped_column(Text)

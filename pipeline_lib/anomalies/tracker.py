@@ -99,10 +99,11 @@ class Tracker:
              owner: str | None = None, run_url: str | None = None, statistics: str | None = None,
              worse_margin: float = 0.5) -> list[dict]:
         """Record one run's findings (dicts with feature, kind, description, severity, examples and
-        optionally the statistics they were found in, else the run's `statistics`; a `statistic`
-        value and new `values` to judge a recurrence by). Returns each record with `outcome` (new,
-        reopened, worse or recurring) and `alert_pending`: a new, reopened or worse record stays
-        pending until `alerted`, so an alert that failed or had no channel goes out later."""
+        optionally the spans and the statistics they were found in, else the run's `span` and
+        `statistics`; a `statistic` value and new `values` to judge a recurrence by). Returns each
+        record with `outcome` (new, reopened, worse or recurring) and `alert_pending`: a new,
+        reopened or worse record stays pending until `alerted`, so an alert that failed or had no
+        channel goes out later."""
         out = []
         with self.session() as s, s.begin():
             for f in findings:
@@ -112,9 +113,11 @@ class Tracker:
                     Anomaly.pipeline == pipeline, Anomaly.feature == f["feature"], Anomaly.kind == f["kind"])
                 ).one_or_none()
                 examples = list(f.get("examples") or [])
+                found_in = sorted(f.get("spans") or [span.isoformat()])
+                first, last = dt.date.fromisoformat(found_in[0]), dt.date.fromisoformat(found_in[-1])
                 if record is None:
                     record = Anomaly(pipeline=pipeline, feature=f["feature"], kind=f["kind"], status="open",
-                                     owner=owner, first_span=span, last_span=span, occurrences=0, alert_pending=True)
+                                     owner=owner, first_span=first, last_span=last, occurrences=0, alert_pending=True)
                     s.add(record)
                     outcome = NEW
                 elif record.status in OPEN and not _worse(record, f, worse_margin):
@@ -125,17 +128,18 @@ class Tracker:
                 else:
                     outcome = REOPENED
                     record.status, record.resolved_by, record.resolved_at = "open", None, None
-                    record.alert_pending = True
+                    record.alert_pending, record.opened_at = True, now()
                 already = any(r.run_id == run_id for r in record.runs)  # a retried task files again
                 if not already:
                     record.occurrences += 1
-                    record.runs.append(Occurrence(run_id=run_id, span=span, run_url=run_url,
+                    record.runs.append(Occurrence(run_id=run_id, span=last, spans=found_in, run_url=run_url,
                                                   statistics=f.get("statistics") or statistics,
                                                   description=f["description"], examples=examples))
                 record.description, record.severity, record.examples = f["description"], f["severity"], examples
                 if outcome != RECURRING and f.get("statistic") is not None:
                     record.statistic = f["statistic"]
-                record.last_span, record.updated_at = max(record.last_span, span), now()
+                record.first_span, record.last_span = min(record.first_span, first), max(record.last_span, last)
+                record.updated_at = now()
                 s.flush()
                 out.append({**record.as_dict(), "outcome": outcome})
         return out
@@ -174,6 +178,15 @@ class Tracker:
         """Blocking records still open (among `ids` if given): what holds a run before transform."""
         found = self.list(pipeline=pipeline, status=list(OPEN), severity="blocking")
         return [a for a in found if ids is None or a["id"] in ids]
+
+    def blocked_spans(self, pipeline: str) -> list[str]:
+        """The spans that open blocking records were found in since they last became open: they
+        stay out of training until resolved or accepted."""
+        query = select(Occurrence.spans, Occurrence.span).join(Anomaly).where(
+            Anomaly.pipeline == pipeline, Anomaly.status.in_(OPEN), Anomaly.severity == "blocking",
+            Occurrence.seen_at >= Anomaly.opened_at)
+        with self.session() as s:
+            return sorted({name for found_in, span in s.execute(query) for name in found_in or [span.isoformat()]})
 
     # -- working --------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
-"""Evaluate: TFMA on the eval split, the candidate against the model now serving (the baseline).
-Value thresholds always apply; change thresholds only once a baseline exists. The blessing says
-which thresholds failed and why."""
+"""Evaluate: TFMA on the eval split of the newest training spans (`evaluation.recent_rows` eval
+rows; the whole window when null), data the candidate has not trained on, the candidate against
+the model now serving (the baseline). Value thresholds always apply; change thresholds only once a
+baseline exists. The blessing says which thresholds failed and why."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from pathlib import Path
 import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
-from tfx_bsl.public import tfxio
 
-from pipeline_lib import artifacts, serving
-from pipeline_lib.beam import batch_size, beam_pipeline
+from pipeline_lib import artifacts, serving, spans
+from pipeline_lib.beam import batch_size, beam_pipeline, examples_source, read_examples
 from pipeline_lib.serving import LABEL_INFO, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 CANDIDATE, BASELINE = "candidate", "baseline"
@@ -219,18 +219,16 @@ def report(config, blessing: dict, per_slice: dict) -> str:
     return "\n".join(lines + _table([header] + rows)) + "\n"
 
 
-def analyze(config, shared_models, cfg, pattern: str, out: Path, schema, num_rows: int, temp_dir: str) -> None:
-    """TFMA's evaluation of the examples at `pattern`, as tfma.run_model_analysis runs it but read in
+def analyze(config, shared_models, cfg, files: list[str], out: Path, schema, num_rows: int, temp_dir: str) -> None:
+    """TFMA's evaluation of the examples in `files`, as tfma.run_model_analysis runs it but read in
     batches of the config's size: TFMA's extractors pay a fixed cost per batch."""
-    source = tfxio.TFExampleRecord(file_pattern=pattern, schema=schema,
-                                   raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+    source = examples_source(schema=schema, raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
     with beam_pipeline(config, num_rows, temp_dir) as p:
-        _ = (p
-             | "Read" >> source.BeamSource(batch_size(config))
+        _ = (read_examples(p, files, "eval", batch_size(config), source)
              | "Evaluate" >> tfma.ExtractEvaluateAndWriteResults(
                  eval_shared_model=shared_models, eval_config=cfg, output_path=str(out),
-                 display_only_data_location=pattern, tensor_adapter_config=source.TensorAdapterConfig(),
-                 schema=schema))
+                 display_only_data_location=f"{files[0]} and {len(files) - 1} more files",
+                 tensor_adapter_config=source.TensorAdapterConfig(), schema=schema))
 
 
 def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_change_threshold: bool = False) -> dict:
@@ -245,10 +243,13 @@ def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_c
         paths[BASELINE] = str(model_dir / str(baseline_version))
     shared_models = [tfma.default_eval_shared_model(eval_saved_model_path=path, model_name=name, eval_config=cfg)
                      for name, path in paths.items()]
-    eval_rows = artifacts.read_result(Path(examples))["rows"]["eval"]
+    evaluated = spans.recent(artifacts.read_result(Path(examples))["spans"], "eval", config.evaluation.recent_rows)
+    eval_rows = sum(e["rows"]["eval"] for e in evaluated)
+    if not eval_rows:
+        raise ValueError(f"no eval rows in the training spans of {examples}")
     with artifacts.atomic_dir(output_dir) as tmp, tempfile.TemporaryDirectory() as beam_tmp:
         out = tmp / TFMA_OUTPUT
-        analyze(config, shared_models, cfg, str(Path(examples) / "eval" / "*"), out,
+        analyze(config, shared_models, cfg, spans.files(evaluated, "eval"), out,
                 slicing_schema(config, schema), eval_rows, beam_tmp)
         validation = tfma.load_validation_result(str(out))
         per_slice = slice_metrics(out, list(paths), classes)
@@ -260,6 +261,8 @@ def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_c
                            "first model: judged on value thresholds only (no model is serving)")
         blessing = {"blessed": bool(validation.validation_ok), "reasons": reasons, "thresholds": judged,
                     "candidate": model, "baseline_version": baseline_version,
+                    "evaluated": {"spans": len(evaluated), "first": evaluated[0]["span"], "last": evaluated[-1]["span"],
+                                  "rows": eval_rows},
                     "metrics": {name: per_slice[OVERALL].get(name, {}) for name in paths}}
         artifacts.write_json(tmp / BLESSING, blessing)
         artifacts.write_json(tmp / SLICES, per_slice)

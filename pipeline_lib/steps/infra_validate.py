@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipeline_lib import artifacts
+from pipeline_lib import artifacts, spans
 from pipeline_lib.serving import LABEL_INFO, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 INFRA_BLESSING = "infra_blessing.json"
@@ -25,8 +25,9 @@ class WrongResponse(Exception):
 
 
 def requests(config, examples: Path, count: int, with_label: bool = False) -> list[bytes]:
-    """Serialized eval examples as a client sends them: without the label's raw columns."""
-    files = sorted(str(p) for p in (examples / "eval").glob("*.tfrecord"))
+    """Serialized eval examples of the newest spans as a client sends them: without the label's
+    raw columns."""
+    files = spans.files(spans.recent(artifacts.read_result(examples)["spans"], "eval", count)[::-1], "eval")
     out = []
     for record in tf.data.TFRecordDataset(files).take(count):
         example = tf.train.Example.FromString(record.numpy())

@@ -31,9 +31,10 @@ def refusals(blessing: dict, infra: dict) -> list[str]:
 
 def provenance(config, run_id: str, model: str, examples: str, schema: str, transform_graph: str,
                blessing: dict, infra: dict) -> dict:
-    ingest = artifacts.read_result(Path(examples))
-    return {"pipeline": config.name, "run_id": run_id, "span": ingest["window"]["end"][:10],
-            "window": ingest["window"], "rows": ingest["rows"], "model": model, "examples": examples,
+    trained_on = artifacts.read_result(Path(examples))
+    return {"pipeline": config.name, "run_id": run_id, "span": trained_on["window"]["end"][:10],
+            "window": trained_on["window"], "rows": trained_on["rows"], "model": model, "examples": examples,
+            "spans": {"count": len(trained_on["spans"]), "newest": trained_on["span"], "excluded": trained_on["excluded"]},
             "schema": {"path": schema, "sha256": hashlib.sha256(Path(schema).read_bytes()).hexdigest()},
             "transform_graph": transform_graph, "metrics": blessing["metrics"]["candidate"],
             "baseline_version": blessing["baseline_version"], "latency_ms": infra.get("latency_ms")}

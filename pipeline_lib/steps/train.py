@@ -1,5 +1,6 @@
-"""Train: the user's Keras model on the transformed examples, exported as a SavedModel that
-carries the transform graph, so serving takes raw serialized tf.Examples.
+"""Train: the user's Keras model on the training spans' examples, the transform graph applied as
+they are read (pipeline_lib.transformed), exported as a SavedModel that carries the transform
+graph, so serving takes raw serialized tf.Examples.
 
 Daily retraining is cheap: the model warm-starts from the serving model's weights (the layers the
 config selects), stops early when the eval loss stops improving, and backs up each epoch so that a
@@ -19,7 +20,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow.python.autograph.core import config as autograph_config
 
-from pipeline_lib import artifacts, serving, task, user_module
+from pipeline_lib import artifacts, serving, spans, task, transformed, user_module
 from pipeline_lib.serving import LABEL_INFO, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 log = logging.getLogger(__name__)
@@ -34,22 +35,13 @@ TENSORBOARD = "tensorboard"
 WEIGHTS = Path("assets.extra") / "keras.weights.h5"
 
 
-def dataset(config, transformed: Path, split: str, feature_spec: dict, model_inputs: list[str],
-            training: bool) -> tf.data.Dataset:
-    """Batches of (features, label) from the transformed TFRecords: parallel reads and parsing."""
-    files = sorted(str(p) for p in (transformed / split).glob("*.tfrecord"))
-    ds = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
-    if training:
-        ds = ds.shuffle(10_000, seed=0).repeat()
+def dataset(config, tf_transform_output, files: list[str], model_inputs: list[str], training: bool) -> tf.data.Dataset:
+    """Batches of (features, label) of the raw examples in `files`, transformed as they are read;
+    for training in a shuffled order that repeats."""
     label = config.label.key
-
-    def parse(serialized):
-        parsed = tf.io.parse_example(serialized, feature_spec)
-        return {k: parsed[k] for k in model_inputs}, parsed[label]
-
-    return (ds.batch(config.training.batch_size)
-            .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    ds = transformed.dataset(tf_transform_output, files, config.training.batch_size,
+                             seed=config.training.seed if training else None)
+    return ds.map(lambda features: ({k: features[k] for k in model_inputs}, features[label]))
 
 
 def export(config, model, tf_transform_output, path: Path) -> None:
@@ -141,23 +133,23 @@ def callbacks(config, backup_dir: Path, tensorboard_dir: Path) -> list:
     return out
 
 
-def run(config, output_dir: Path, transform_graph: str, transformed_examples: str) -> dict:
+def run(config, output_dir: Path, transform_graph: str, examples: str) -> dict:
     training = config.training
     tf.keras.backend.clear_session()  # layer names (warm start matches them) as in a fresh process
     tf.keras.utils.set_random_seed(training.seed)
     strategy, devices = distribution()
     tf_transform_output = tft.TFTransformOutput(transform_graph)
-    spec = tf_transform_output.transformed_feature_spec()
     with strategy.scope():
         model = user_module.model_fn(config)(config, tf_transform_output)
         warm = warm_start(config, model)
-    transformed = Path(transformed_examples)
-    train_ds = dataset(config, transformed, "train", spec, model.input_names, training=True)
-    eval_ds = dataset(config, transformed, "eval", spec, model.input_names, training=False)
+    training_spans = artifacts.read_result(Path(examples))["spans"]
+    evaluated = spans.recent(training_spans, "eval", config.evaluation.recent_rows)
+    train_ds = dataset(config, tf_transform_output, spans.files(training_spans, "train"), model.input_names, training=True)
+    eval_ds = dataset(config, tf_transform_output, spans.files(evaluated, "eval"), model.input_names, training=False)
     backup_dir = output_dir.parent / f".{output_dir.name}.backup"
     steps_per_epoch = math.ceil(training.steps / training.epochs)
-    # the eval split's size, from transform's result: with steps_per_execution > 1 Keras must be told
-    eval_steps = max(1, math.ceil(artifacts.read_result(transformed.parent)["rows"]["eval"] / training.batch_size))
+    # the eval rows of the spans evaluate judges on: with steps_per_execution > 1 Keras must be told
+    eval_steps = max(1, math.ceil(sum(e["rows"]["eval"] for e in evaluated) / training.batch_size))
     timings, start = {}, time.perf_counter()
     with artifacts.atomic_dir(output_dir) as tmp:
         history = model.fit(train_ds, steps_per_epoch=steps_per_epoch, epochs=training.epochs,

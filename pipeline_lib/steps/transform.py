@@ -1,83 +1,124 @@
-"""Transform: tf.Transform analyzes the training split and transforms both splits; the transform
-graph is saved so that training and serving apply exactly the same transformation. The label it
-computes is then checked (pipeline_lib.label_check): its findings are filed before training."""
+"""Transform: tf.Transform analyzes the train split of the window's spans and saves the transform
+graph, so that training and serving apply exactly the same transformation. The analysis reads only
+the spans whose analyzer results are not cached (normally the new one) and merges the cached ones'
+(pipeline_lib.analyzer_cache). Nothing is transformed here: training and evaluation apply the graph
+as they read (pipeline_lib.transformed).
+
+Spans with a blocking anomaly still open (`exclude_spans`, from the tracker) stay out of the
+training window. The label of each span the run checks is computed with the new graph and checked
+(pipeline_lib.label_check): its findings are filed before training."""
 
 from __future__ import annotations
 
-import datetime as dt
+import json
 import tempfile
 from pathlib import Path
 
-import apache_beam as beam
-from apache_beam.internal.cloudpickle import cloudpickle
+import numpy as np
 import tensorflow_transform.beam as tft_beam
+from apache_beam.internal.cloudpickle import cloudpickle
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_transform.beam import analyzer_cache as tft_cache
+from tensorflow_transform.beam.analysis_graph_builder import get_analysis_cache_entry_keys
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
-from tfx_bsl.coders import example_coder
-from tfx_bsl.public import tfxio
+from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
-from pipeline_lib import artifacts, label_check, user_module
-from pipeline_lib.beam import batch_size, beam_pipeline
+from pipeline_lib import analyzer_cache, artifacts, label_check, spans, transformed, user_module
+from pipeline_lib.beam import batch_size, beam_pipeline, examples_source, read_examples
 from pipeline_lib.steps.ingest import SPLITS
 
 TRANSFORM_GRAPH = "transform_graph"
-TRANSFORMED = "transformed"
+CACHED = tft_cache.DatasetKey("cached")
 
 
-def _encode(batch_and_passthrough):
-    record_batch, _ = batch_and_passthrough
-    return example_coder.RecordBatchToExamplesEncoder().encode(record_batch)
-
-
-def label_of(config, folder: Path) -> dict[str, dict]:
-    """The transformed label's summary per split."""
-    schema = metadata_io.read_metadata(str(folder / TRANSFORM_GRAPH / "transformed_metadata")).schema
-    return {split: label_check.summary(label_check.label_values(sorted((folder / TRANSFORMED / split).glob("*")),
-                                                                 config.label.key, schema), config.label.task)
-            for split in SPLITS}
-
-
-def run(config, output_dir: Path, examples: str, schema: str) -> dict:
-    examples = Path(examples)
-    raw_schema = text_format.Parse(Path(schema).read_text(), schema_pb2.Schema())  # TFDV's import: seconds
-    rows = artifacts.read_result(examples)["rows"]
-    num_rows = sum(rows.values())
+def analyze(config, training: list[dict], raw_schema, output: Path, scratch: Path) -> dict:
+    """The transform graph of the spans `training` (with train rows) into `output`, merging cached
+    analyzer results and caching those it computes; what was read and what merged."""
     preprocessing_fn = user_module.preprocessing_fn(config)
+    source = examples_source(schema=raw_schema)
+    adapter = source.TensorAdapterConfig()
+    needed = set(get_analysis_cache_entry_keys(preprocessing_fn, TensorAdapter(adapter).OriginalTypeSpecs(), [CACHED], False))
+    cached, to_read = analyzer_cache.plan(training, needed)
+    with tempfile.TemporaryDirectory() as beam_tmp:
+        with beam_pipeline(config, sum(e["rows"]["train"] for u in to_read for e in u), beam_tmp) as p, \
+                tft_beam.Context(temp_dir=beam_tmp):
+            data, cache, new_units = {}, {}, {}
+            if cached:
+                data[CACHED], cache[CACHED] = None, analyzer_cache.cached_dataset(p, cached)
+            for i, unit in enumerate(to_read):
+                key = tft_cache.DatasetKey(f"unit{i}")
+                data[key] = read_examples(p, spans.files(unit, "train"), key.key, batch_size(config), source)
+                new_units[key] = unit
+            transform_fn, output_cache = (data, cache, adapter) | "Analyze" >> tft_beam.AnalyzeDatasetWithCache(preprocessing_fn)
+            written = analyzer_cache.write_units(output_cache or {}, new_units, scratch)
+            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(output))
+        analyzer_cache.keep(written)
+    # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_feature_spec() reads
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema), str(output / "metadata"))
+    return {"cached_units": len(cached), "cached_spans": sum(len(u["spans"]) for u in cached),
+            "read_units": len(to_read), "read_spans": sum(len(u) for u in to_read),
+            "read_rows": sum(e["rows"]["train"] for u in to_read for e in u)}
+
+
+def span_labels(config, graph: Path, entries: list[dict]) -> dict[str, dict]:
+    """Each span's label summary: kept (label.json of its current ingest), or computed with the new
+    transform graph and kept."""
+    import tensorflow_transform as tft
+
+    from pipeline_lib import task
+
+    out, apply = {}, None
+    for entry in entries:
+        path = Path(entry["path"]) / spans.LABEL
+        kept = json.loads(path.read_text()) if path.is_file() else None
+        if kept and kept["ingest_id"] == entry["ingest_id"]:
+            out[entry["span"]] = kept["summary"]
+            continue
+        if apply is None:
+            output = tft.TFTransformOutput(str(graph))
+            apply, classes = transformed.transform(output), task.class_names(config, output)
+        files = spans.files([entry], *SPLITS)
+        values = np.concatenate([apply(batch)[config.label.key].numpy().ravel()
+                                 for batch in transformed.records(files, 8192)]) if files else np.array([])
+        out[entry["span"]] = label_check.summary(values, config.label.task, classes)
+        artifacts.write_json(path, {"ingest_id": entry["ingest_id"], "summary": out[entry["span"]]})
+    return out
+
+
+def label_findings(config, graph: Path, entries: list[dict], checked: set[str]) -> list[dict]:
+    """The label of each checked span against the `validation.reference_spans` before it."""
+    reach = config.validation.reference_spans
+    wanted = [i for i, e in enumerate(entries) if e["span"] in checked]
+    near = sorted({j for i in wanted for j in range(max(0, i - reach), i + 1)})
+    labels = span_labels(config, graph, [entries[j] for j in near])
+    found = []
+    for i in wanted:
+        before = [labels[e["span"]] for e in entries[max(0, i - reach):i]]
+        found += label_check.findings(config, entries[i]["span"], labels[entries[i]["span"]], before)
+    return found
+
+
+def run(config, output_dir: Path, examples: str, schema: str, exclude_spans: str = "") -> dict:
+    ingested = artifacts.read_result(Path(examples))
+    raw_schema = text_format.Parse(Path(schema).read_text(), schema_pb2.Schema())  # TFDV's import: seconds
+    excluded = sorted(set(filter(None, exclude_spans.split(","))) & {e["span"] for e in ingested["spans"]})
+    training = [e for e in ingested["spans"] if e["span"] not in excluded]
+    if not any(e["rows"]["train"] for e in training):
+        raise ValueError(f"no train rows in the window's spans{' outside the blocked ' + ', '.join(excluded) if excluded else ''}")
     # the module was loaded from its file, so Beam's workers (other processes, Dataflow) cannot
     # import it: its functions travel by value in the pickled pipeline
     module = user_module.load(config)
     if module is not None:  # a config-only pipeline runs the platform's code, which workers import
         cloudpickle.register_pickle_by_value(module)
-    with artifacts.atomic_dir(output_dir) as tmp, tempfile.TemporaryDirectory() as beam_tmp:
-        with beam_pipeline(config, num_rows, beam_tmp) as p, \
-                tft_beam.Context(temp_dir=beam_tmp):
-            def read(split: str, label: str):
-                source = tfxio.TFExampleRecord(file_pattern=str(examples / split / "*"), schema=raw_schema)
-                return p | label >> source.BeamSource(batch_size(config)), source.TensorAdapterConfig()
-
-            # the train split is read twice, once to analyze and once to transform, so the transform
-            # pass needs nothing kept from the analysis. A multi-phase analysis still holds the split
-            # in the runner between its phases (taxi at 1.5M: ~2 GB, 850 MiB with one phase;
-            # docs/benchmarks.md)
-            transform_fn = read("train", "ReadToAnalyze") | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
-            for split in SPLITS:
-                transformed, _ = ((read(split, f"Read[{split}]"), transform_fn)
-                                  | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
-                _ = (transformed
-                     | f"Encode[{split}]" >> beam.FlatMap(_encode)
-                     | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                         str(tmp / TRANSFORMED / split / "data"), file_name_suffix=".tfrecord"))
-            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(tmp / TRANSFORM_GRAPH))
-        # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_feature_spec() reads
-        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema), str(tmp / TRANSFORM_GRAPH / "metadata"))
-        label = label_of(config, tmp)
-        span = dt.date.fromisoformat(artifacts.read_result(examples)["window"]["end"][:10])
-        previous = artifacts.previous_run_file(config.name, span, "transform", artifacts.RESULT_FILENAME)
-        previous_label = artifacts.read_result(previous.parent).get("label") if previous else None
-        found = label_check.findings(config, label, previous_label)
-        result = {"transform_graph": str(output_dir / TRANSFORM_GRAPH),
-                  "transformed_examples": str(output_dir / TRANSFORMED), "rows": rows, "label": label,
-                  "anomalies": found, "blocking": sum(f["severity"] == "blocking" for f in found)}
+    with artifacts.atomic_dir(output_dir) as tmp:
+        analysis = analyze(config, [e for e in training if e["rows"]["train"]], raw_schema, tmp / TRANSFORM_GRAPH,
+                           tmp / ".units")
+        checked = {ingested["span"], *ingested.get("changed", [])} - set(excluded)
+        found = label_findings(config, tmp / TRANSFORM_GRAPH, [e for e in training if sum(e["rows"].values())], checked)
+        result = {"examples": str(output_dir), "transform_graph": str(output_dir / TRANSFORM_GRAPH),
+                  "span": ingested["span"], "window": ingested["window"], "spans": training, "excluded": excluded,
+                  "rows": {split: sum(e["rows"][split] for e in training) for split in SPLITS},
+                  "analysis": analysis, "anomalies": found, "blocking": sum(f["severity"] == "blocking" for f in found)}
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)
     return result

@@ -81,8 +81,7 @@ class FileAnomaliesOperator(BaseOperator):
     def execute(self, context):
         config = load_config(self.config_path)
         result = context["ti"].xcom_pull(task_ids=self.step)
-        filed = file_and_alert(config, context, result["anomalies"],
-                               ",".join(result.get("statistics", {}).values()) or None, self.log)
+        filed = file_and_alert(config, context, result["anomalies"], result.get("statistics"), self.log)
         record = artifacts.filed_anomalies_path(config.name, span_date(context), self.step)
         record.parent.mkdir(parents=True, exist_ok=True)
         artifacts.write_json(record, [{k: r[k] for k in ("id", "feature", "kind", "severity", "status")} for r in filed])

@@ -11,7 +11,7 @@ from pathlib import Path
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from airflow.sdk import BaseOperator
 
-from pipeline_lib import artifacts, bigquery, run_params, serving, span
+from pipeline_lib import artifacts, bigquery, run_params, serving, spans
 from pipeline_lib.config import load_config
 from pipeline_lib.launchers import StepFailed
 from pipeline_ops.launchers import launcher_for
@@ -64,8 +64,10 @@ class MLStepOperator(BaseOperator):
 
 
 class IngestOperator(MLStepOperator):
-    """A BigQuery source is read here, through the google provider's hook, into an Arrow file that
-    the step turns into examples. Each run updates the pipeline's examples Asset (its outlet)."""
+    """A BigQuery source is read here, through the google provider's hook: the window's
+    fingerprints from the table's partitions, then the rows of the spans to ingest into an Arrow
+    file that the step turns into examples. Each run updates the pipeline's examples Asset (its
+    outlet)."""
 
     step = "ingest"
 
@@ -73,17 +75,18 @@ class IngestOperator(MLStepOperator):
         args = super().step_args(context, pipeline)
         config = load_config(self.config_path)
         if config.source.kind == "bigquery":
-            start, end = span.window(config, span_date(context), (context.get("params") or {}).get("window_days"))
+            params = context.get("params") or {}
             target = artifacts.run_dir(pipeline, span_date(context)) / "source" / "rows.arrow"
-            rows = bigquery.extract_with_hook(config, start, end, target)
-            self.log.info("BigQuery %s [%s, %s): %d rows -> %s", config.source.table, start, end, rows, target)
+            planned = bigquery.extract_with_hook(config, spans.window(config, span_date(context), params.get("window_days")),
+                                                 bool(params.get("reingest")), target)
+            self.log.info("BigQuery %s: spans %s -> %s", config.source.table, planned, target)
             args["rows_file"] = str(target)
         return args
 
     def execute(self, context):
         result = super().execute(context)
         for asset in self.outlets:
-            context["outlet_events"][asset].extra = {k: result[k] for k in ("examples", "rows", "window")}
+            context["outlet_events"][asset].extra = {k: result[k] for k in ("examples", "rows", "window", "ingested")}
         return result
 
 
@@ -93,7 +96,17 @@ class ValidateOperator(MLStepOperator):
 
 
 class TransformOperator(MLStepOperator):
+    """Spans with a blocking anomaly still open (the tracker's) stay out of the training window."""
+
     step = "transform"
+
+    def step_args(self, context, pipeline):
+        from pipeline_ops.anomaly_ops import tracker
+
+        blocked = tracker().blocked_spans(pipeline)
+        if blocked:
+            self.log.info("left out of training, blocked by open anomalies: %s", ", ".join(blocked))
+        return {**super().step_args(context, pipeline), "exclude_spans": ",".join(blocked)}
 
 
 class TrainOperator(MLStepOperator):
