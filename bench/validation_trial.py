@@ -1,17 +1,19 @@
-"""How validation does on real taxi spans: false alarms on clean spans, catches on faulty ones.
+"""How validation does on real taxi spans: the drift of clean spans (the noise the levels must clear)
+and what each fault on a new day inside a long window is caught as.
 
-    .venv-ml/bin/python bench/validation_trial.py            # this checkout
-    PYTHONPATH=<other checkout> .venv-ml/bin/python bench/validation_trial.py   # e.g. main, same corpus
+    .venv-ml/bin/python bench/validation_trial.py
 
-Runs the real validate step (its own Beam pipeline per span) on tests/validation_corpus.py's spans,
-each pipeline with the checkout's own taxi_tips config and schema, in a temporary artifact root.
-Prints one line per span and the counts; with --calibrate also the drift statistics of the clean
-chain per feature (to choose thresholds).
+Clean: a first run of taxi_tips over the sample's 209 weekly spans, and of a daily pipeline over the
+sample made dense (tests/pipeline_fixtures.dense_table, 250 rows a day, 28 days) followed by 30
+daily runs; every span's drift against the 7 before it, per feature: the largest statistic among
+the significant ones (p < 0.001, what a finding needs) and overall. Faults: each applied to the new
+day of the dense pipeline's second run (the history copied from one first run), through the real
+ingest, validate and transform steps; the findings, their levels and severities.
 """
 
 from __future__ import annotations
 
-import argparse
+import datetime as dt
 import os
 import shutil
 import sys
@@ -19,93 +21,112 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import pyarrow as pa  # noqa: E402
+import duckdb  # noqa: E402
+from pipeline_fixtures import DENSE_FIRST_DAY, dense_table, write_pipeline  # noqa: E402
 
-import validation_corpus as corpus  # noqa: E402
-from pipeline_fixtures import warehouse_copy, write_pipeline  # noqa: E402
+WINDOW = 28
+FIRST_RUN = DENSE_FIRST_DAY + dt.timedelta(days=WINDOW + 1)
+FAULTS = {  # name -> SQL on the new day's rows ({day}: its bounds)
+    "clean day": None,
+    "label collapse (every tip 0)": "UPDATE taxi_daily SET tips = 0 WHERE {day}",
+    "60% of trip_miles missing": "UPDATE taxi_daily SET trip_miles = NULL WHERE {day} AND hash(trip_start_timestamp, fare) % 10 < 6",
+    "fare x8, inside the schema's range": "UPDATE taxi_daily SET fare = least(fare * 8, 999) WHERE {day}",
+    "fare x8 + 40": "UPDATE taxi_daily SET fare = least(fare * 8 + 40, 999) WHERE {day}",
+    "trip_miles in km": "UPDATE taxi_daily SET trip_miles = trip_miles * 1.609 WHERE {day}",
+    "payment_type collapsed to Cash": "UPDATE taxi_daily SET payment_type = 'Cash' WHERE {day}",
+    "a third of the day loaded twice": "INSERT INTO taxi_daily SELECT * FROM taxi_daily WHERE {day} AND hash(trip_start_timestamp, fare) % 3 = 0",
+    "a third of the day's rows": "DELETE FROM taxi_daily WHERE {day} AND hash(trip_start_timestamp, fare) % 3 <> 0",
+    "the day loaded twice": "INSERT INTO taxi_daily SELECT * FROM taxi_daily WHERE {day}",
+    "no rows that day": "DELETE FROM taxi_daily WHERE {day}",
+}
+
+
+def run(config, day: dt.date, steps=("ingest", "validate")) -> dict:
+    from pipeline_lib import artifacts
+    from pipeline_lib.steps import ingest, transform, validate
+
+    out = {"ingest": ingest.run(config, artifacts.step_dir(config.name, day, "ingest"), day)}
+    out["validate"] = validate.run(config, artifacts.step_dir(config.name, day, "validate"), out["ingest"]["examples"])
+    if "transform" in steps:
+        out["transform"] = transform.run(config, artifacts.step_dir(config.name, day, "transform"),
+                                         out["ingest"]["examples"], out["validate"]["schema"])
+    return out
+
+
+def clean_drift(config, entries: list[dict]) -> dict[str, list]:
+    """feature -> [(statistic, p-value)] of each span against the 7 before it."""
+    from pipeline_lib.steps import validate
+
+    kept = [validate.kept_statistics(e) for e in entries]
+    features = validate.compared_features(config, validate.load_schema(config.schema_path()))
+    out: dict[str, list] = {}
+    for i, stats in enumerate(kept):
+        before = [s for s in kept[max(0, i - config.validation.reference_spans):i] if s is not None]
+        if stats is None or not before:
+            continue
+        for m in validate.measure_changes(config, features, stats, before, "", "DRIFT"):
+            out.setdefault(m["feature"], []).append((m["change"]["statistic"], m["change"]["p_value"]))
+    return out
+
+
+def print_clean(name: str, drift: dict[str, list]) -> None:
+    measured = sum(len(v) for v in drift.values())
+    significant = {f: max((s for s, p in v if p < 0.001), default=None) for f, v in drift.items()}
+    print(f"\n{name}: {measured} span-feature measurements, {sum(p < 0.001 for v in drift.values() for _, p in v)} significant")
+    print(f"  {'feature':<24} {'largest significant':>20} {'largest':>8}")
+    for feature, values in sorted(drift.items(), key=lambda kv: -max(s for s, _ in kv[1])):
+        top = significant[feature]
+        print(f"  {feature:<24} {'-' if top is None else f'{top:.3f}':>20} {max(s for s, _ in values):>8.3f}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--calibrate", action="store_true")
-    args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="validation-trial-"))
     os.environ["PIPELINE_ARTIFACT_ROOT"] = str(root / "artifacts")
-    os.environ["PIPELINE_WAREHOUSE"] = str(warehouse_copy(root))
-    from pipeline_lib import artifacts
+    from pipeline_lib import settings, spans
     from pipeline_lib.config import load_config
-    from pipeline_lib.span import window
-    from pipeline_lib.steps import ingest, validate
-    import pipeline_lib
-    print("pipeline_lib from", Path(pipeline_lib.__file__).parent)
 
-    def rows(config, span, days):
-        return pa.Table.from_batches(list(ingest.batches(config, *window(config, span, days))),
-                                     schema=None) if days else None
+    database = root / "warehouse.duckdb"
+    shutil.copy(settings.warehouse_path(), database)
+    dense_table(database)
+    weekly = load_config(write_pipeline(root / "pipelines", {"name": "weekly", "source": {"database": str(database)}}))
+    print_clean("taxi_tips, 209 weekly spans of the sample", clean_drift(weekly, run(weekly, dt.date(2017, 1, 1))["ingest"]["spans"]))
 
-    def run(config, span, days, table, corrupt=False):
-        out = artifacts.step_dir(config.name, span, "ingest")
-        with artifacts.atomic_dir(out) as tmp:
-            written = ingest.write_splits(config, table.to_batches(), tmp)
-            start, end = window(config, span, days)
-            artifacts.write_json(tmp / artifacts.RESULT_FILENAME, {"examples": str(out), "rows": written,
-                                 "window": {"start": start.isoformat(), "end": end.isoformat()}})
-        if corrupt:
-            data = out / "eval" / "data-00000.tfrecord"
-            data.write_bytes(data.read_bytes()[:-7])
-        return validate.run(config, artifacts.step_dir(config.name, span, "validate"), str(out))
+    def daily(name: str, db: Path):
+        return load_config(write_pipeline(root / "pipelines", {
+            "name": name, "schedule": "@daily", "start_date": str(DENSE_FIRST_DAY),
+            "source": {"table": "taxi_daily", "database": str(db), "window_days": WINDOW}}))
 
-    def show(name, result):
-        findings = ", ".join(f"{a['feature']}/{a['kind']}[{a['severity'][0]}]" for a in result["anomalies"])
-        print(f"  {name:<28} blocking {result['blocking']}  {findings or '-'}", flush=True)
+    clean = daily("dense", database)
+    run(clean, FIRST_RUN)
+    findings = 0
+    for day in range(1, 31):
+        findings += len(run(clean, FIRST_RUN + dt.timedelta(days=day))["validate"]["anomalies"])
+    last = spans.window(clean, FIRST_RUN + dt.timedelta(days=30), 58)
+    print_clean("dense daily spans, 58 days", clean_drift(clean, [spans.record(clean.name, s.name) for s in last]))
+    print(f"  30 clean daily runs: {findings} findings")
 
-    config = load_config(write_pipeline(root / "pipelines", {"name": "trial_clean"}))
-    false_alarms, noisy, chain = 0, 0, []
-    print("clean spans (span, window days, rows kept):")
-    for i, (span, days, keep) in enumerate(corpus.clean_spans()):
-        table = corpus.resample(rows(config, span, days), keep, seed=i)
-        result = run(config, span, days, table)
-        chain.append(result)
-        show(f"{span} {days:>3}d {keep:.0%} {table.num_rows:>5} rows", result)
-        false_alarms += result["blocking"] > 0
-        noisy += bool(result["anomalies"])
-    print(f"CLEAN: {false_alarms} of {len(chain)} spans blocked, {noisy} with any finding")
-
-    history_span, history_days = corpus.HISTORY
-    caught = 0
-    cases = {**corpus.FAULTS, "unreadable data": (lambda t: t, "(data)", "blocking")}
-    print("faults (each a later span against the same history span):")
-    for n, (name, (change, feature, expect)) in enumerate(cases.items()):
-        case = load_config(write_pipeline(root / "pipelines", {"name": f"trial_fault_{n}"}))
-        run(case, history_span, history_days, rows(case, history_span, history_days))
-        result = run(case, corpus.CASE_SPAN, corpus.CASE_WINDOW,
-                     change(rows(case, corpus.CASE_SPAN, corpus.CASE_WINDOW)), corrupt=name == "unreadable data")
-        hits = [a for a in result["anomalies"] if a["feature"] == feature
-                and (expect == "any" or a["severity"] == "blocking")]
-        caught += bool(hits)
-        show(f"{name} ({'caught' if hits else 'MISSED'})", result)
-        for a in result["anomalies"]:
-            if "statistic" in a:
-                print(f"    {a['description']}")
-        shutil.rmtree(artifacts.pipeline_root(case.name))
-    print(f"FAULTS: {caught} of {len(cases)} caught")
-
-    if args.calibrate:
-        import tensorflow_data_validation as tfdv
-        from pipeline_lib import drift
-        print("drift statistic (p-value) of each clean span against the previous one:")
-        for feature in config.features.all():
-            values = []
-            for before, after in zip(chain, chain[1:]):
-                change = drift.compare(feature, tfdv.load_stats_binary(before["statistics"]["train"]),
-                                       tfdv.load_stats_binary(after["statistics"]["train"]))
-                if change:
-                    values.append(f"{change['statistic']:.3f}({change['p_value']:.0e})")
-            print(f"  {feature:<24} {' '.join(values)}")
-    shutil.rmtree(root)
+    start = int(dt.datetime.combine(FIRST_RUN, dt.time(), tzinfo=dt.timezone.utc).timestamp())
+    bounds = f"trip_start_timestamp >= {start} AND trip_start_timestamp < {start + 86400}"
+    history = daily("history", database)
+    run(history, FIRST_RUN, ("ingest", "validate", "transform"))
+    print(f"\nfaults on the new day ({FIRST_RUN}) after {WINDOW} clean days:")
+    for i, (name, sql) in enumerate(FAULTS.items()):
+        db = root / f"fault{i}.duckdb"
+        shutil.copy(database, db)
+        if sql:
+            with duckdb.connect(str(db)) as con:
+                con.execute(sql.format(day=bounds))
+        config = daily(f"fault{i}", db)
+        shutil.copytree(spans.root(history.name), spans.root(config.name))
+        result = run(config, FIRST_RUN + dt.timedelta(days=1), ("ingest", "validate", "transform"))
+        found = result["validate"]["anomalies"] + result["transform"]["anomalies"]
+        verdict = "BLOCKS" if any(f["severity"] == "blocking" for f in found) else "passes"
+        print(f"  {name:<36} {verdict}: " + ("; ".join(
+            f"{f['severity']} {f['feature']} {f['kind']}" + (f" {f['statistic']:.3f}" if f.get("statistic") else "")
+            for f in found) or "nothing found"))
+    shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

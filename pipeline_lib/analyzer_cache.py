@@ -61,7 +61,7 @@ def plan(entries: list[dict], needed: set[bytes]) -> tuple[list[dict], list[list
             chosen.append(unit)
             covered |= set(unit["spans"])
     rest = [e for e in entries if e["span"] not in covered]
-    return chosen, split(rest, MAX_NEW_UNITS)
+    return chosen, units_to_read(rest, entries[-1]["span"])
 
 
 def split(items: list, parts: int) -> list[list]:
@@ -69,6 +69,15 @@ def split(items: list, parts: int) -> list[list]:
     parts = min(parts, len(items))
     bounds = [round(i * len(items) / parts) for i in range(parts + 1)] if parts else []
     return [items[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def units_to_read(rest: list[dict], newest: str) -> list[list[dict]]:
+    """The spans to read as new units: the newest span a unit of its own (it stays in the window
+    longest), the others (a first window; what remains of a unit whose first span left the
+    window) in at most MAX_NEW_UNITS - 1 runs."""
+    if rest and rest[-1]["span"] == newest and len(rest) > 1 and MAX_NEW_UNITS > 1:
+        return [*split(rest[:-1], MAX_NEW_UNITS - 1), rest[-1:]]
+    return split(rest, MAX_NEW_UNITS)
 
 
 def cached_dataset(p, units: list[dict]):

@@ -59,14 +59,14 @@ def fingerprints(client, config, window_spans: list) -> dict[str, str]:
     first, last = window_spans[0].start, window_spans[-1].end - dt.timedelta(days=1)
     project, dataset, table = src.bigquery_table()
     if src.partition_column:
-        sql = (f"SELECT PARSE_DATE('%Y%m%d', partition_id) AS day, total_rows AS rows, last_modified_time AS modified "
+        sql = (f"SELECT PARSE_DATE('%Y%m%d', partition_id) AS day, total_rows AS row_count, last_modified_time AS modified "
                f"FROM `{project}.{dataset}.INFORMATION_SCHEMA.PARTITIONS` WHERE table_name = @table "
                f"AND partition_id BETWEEN @first AND @last")
         params = [ScalarQueryParameter("table", "STRING", table), ScalarQueryParameter("first", "STRING", f"{first:%Y%m%d}"),
                   ScalarQueryParameter("last", "STRING", f"{last:%Y%m%d}")]
     else:
         seconds = f"`{src.timestamp_column}`" if src.timestamp_unit == "epoch_seconds" else f"UNIX_SECONDS(`{src.timestamp_column}`)"
-        sql = (f"SELECT DATE(TIMESTAMP_SECONDS(DIV({seconds}, 86400) * 86400)) AS day, COUNT(*) AS rows, NULL AS modified "
+        sql = (f"SELECT DATE(TIMESTAMP_SECONDS(DIV({seconds}, 86400) * 86400)) AS day, COUNT(*) AS row_count, NULL AS modified "
                f"FROM `{src.table}` WHERE {seconds} >= @first AND {seconds} < @last GROUP BY day")
         start, end = spans.bounds(window_spans)
         params = [ScalarQueryParameter("first", "INT64", int(start.timestamp())),
@@ -76,7 +76,7 @@ def fingerprints(client, config, window_spans: list) -> dict[str, str]:
     for row in job.result():
         day = row["day"]
         span = spans.from_index(config, spans.index_of_epoch(config, (day - dt.date(1970, 1, 1)).days * 86_400))
-        by_span.setdefault(span.name, []).append((row["rows"], row["modified"]))
+        by_span.setdefault(span.name, []).append((row["row_count"], row["modified"]))
     return {name: f"rows {sum(r for r, _ in days)}" + (f", modified {max(m for _, m in days)}" if days[0][1] else "")
             for name, days in by_span.items() if sum(r for r, _ in days)}
 

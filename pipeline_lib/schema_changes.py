@@ -26,7 +26,8 @@ CHANGEABLE = ("ENUM_TYPE_UNEXPECTED_STRING_VALUES", "FEATURE_TYPE_LOW_FRACTION_P
 NO_SCHEMA_CHANGE = ("COMPARATOR_L_INFTY_HIGH", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
                     "COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH", "COMPARATOR_CONTROL_DATA_MISSING",
                     "COMPARATOR_TREATMENT_DATA_MISSING",
-                    "DRIFT", "SKEW", "LABEL_SHIFT")  # pipeline_lib.drift, label_check: the change is fine
+                    "DRIFT", "SKEW", "LABEL_SHIFT",  # pipeline_lib.drift, label_check: the change is fine
+                    "VOLUME_DROP", "VOLUME_SPIKE", "DUPLICATE_ROWS")  # validate: the span is as it should be
 
 
 class CannotAccept(ValueError):

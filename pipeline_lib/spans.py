@@ -92,9 +92,9 @@ def folder(pipeline: str, name: str) -> Path:
 
 
 def record(pipeline: str, name: str) -> dict | None:
-    """The span's ingest record, None if it was never ingested."""
+    """The span's ingest record with its folder (`path`), None if it was never ingested."""
     path = folder(pipeline, name) / RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
+    return {**json.loads(path.read_text()), "path": str(path.parent)} if path.is_file() else None
 
 
 def to_ingest(window_spans: list[Span], records: dict[str, dict | None], fingerprints: dict[str, str],

@@ -209,7 +209,7 @@ def _write_span(config, span: Span, parts: Iterable[pa.RecordBatch], fingerprint
     with artifacts.atomic_dir(final) as tmp:
         counts = write_splits(config, parts, tmp)
         artifacts.write_json(tmp / spans.RECORD, {
-            "span": span.name, "end": span.end.isoformat(), "path": str(final),
+            "span": span.name, "end": span.end.isoformat(),
             "rows": {split: counts[split] for split in SPLITS}, "duplicates": counts["duplicates"],
             "fingerprint": fingerprints.get(span.name, spans.EMPTY), "ingest_id": uuid.uuid4().hex,
             "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
@@ -232,6 +232,12 @@ def run(config, output_dir: Path, span_date: dt.date, window_days: int | None = 
         log.info("ingesting %d of the window's %d spans (%s .. %s)", len(planned), len(window_spans),
                  planned[0].name, planned[-1].name)
         write_spans(config, planned, batches(config, spans.contiguous(planned), rows_file), fingerprints)
+    return record_window(config, output_dir, window_spans, planned, before)
+
+
+def record_window(config, output_dir: Path, window_spans: list[Span], planned: list[Span], before: dict) -> dict:
+    """The run's result: the window's spans as kept, which of them this run ingested, and which of
+    those it ingested again (`changed`: validate checks them like a new one)."""
     entries = [spans.record(config.name, s.name) for s in window_spans]
     start, end = spans.bounds(window_spans)
     rows = {split: sum(e["rows"][split] for e in entries) for split in SPLITS}
@@ -241,7 +247,6 @@ def run(config, output_dir: Path, span_date: dt.date, window_days: int | None = 
         result = {"examples": str(output_dir), "rows": rows, "span": window_spans[-1].name,
                   "window": {"start": start.isoformat(), "end": end.isoformat()},
                   "spans": [{k: e[k] for k in ("span", "path", "rows", "duplicates", "ingest_id")} for e in entries],
-                  "ingested": [s.name for s in planned],
-                  "changed": [s.name for s in planned if before[s.name]]}  # ingested before: checked like new
+                  "ingested": [s.name for s in planned], "changed": [s.name for s in planned if before[s.name]]}
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)
     return result

@@ -1,7 +1,7 @@
 """Push: a model that is blessed (TFMA) and infra-validated becomes the next version in the model
 repository, with a record of what it came from; anything else is refused here too, whatever the
-orchestrator does. A span pushes at most one version: re-running or retrying a date reports the
-version it already pushed."""
+orchestrator does. A span pushes at most one version (the run's newest span: a model is of the
+window that ends with it): re-running or retrying a date reports the version it already pushed."""
 
 from __future__ import annotations
 
@@ -32,9 +32,10 @@ def refusals(blessing: dict, infra: dict) -> list[str]:
 def provenance(config, run_id: str, model: str, examples: str, schema: str, transform_graph: str,
                blessing: dict, infra: dict) -> dict:
     trained_on = artifacts.read_result(Path(examples))
-    return {"pipeline": config.name, "run_id": run_id, "span": trained_on["window"]["end"][:10],
+    return {"pipeline": config.name, "run_id": run_id, "span": trained_on["span"],
             "window": trained_on["window"], "rows": trained_on["rows"], "model": model, "examples": examples,
-            "spans": {"count": len(trained_on["spans"]), "newest": trained_on["span"], "excluded": trained_on["excluded"]},
+            "spans": {"count": len(trained_on["spans"]), "newest": trained_on["span"],
+                      "excluded": trained_on.get("excluded", [])},
             "schema": {"path": schema, "sha256": hashlib.sha256(Path(schema).read_bytes()).hexdigest()},
             "transform_graph": transform_graph, "metrics": blessing["metrics"]["candidate"],
             "baseline_version": blessing["baseline_version"], "latency_ms": infra.get("latency_ms")}

@@ -20,11 +20,20 @@ from apache_beam.internal.cloudpickle import cloudpickle
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_transform.beam import analyzer_cache as tft_cache
-from tensorflow_transform.beam.analysis_graph_builder import get_analysis_cache_entry_keys
+from tensorflow_transform.beam.analysis_graph_builder import (
+    get_analysis_cache_entry_keys,
+)
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
-from pipeline_lib import analyzer_cache, artifacts, label_check, spans, transformed, user_module
+from pipeline_lib import (
+    analyzer_cache,
+    artifacts,
+    label_check,
+    spans,
+    transformed,
+    user_module,
+)
 from pipeline_lib.beam import batch_size, beam_pipeline, examples_source, read_examples
 from pipeline_lib.steps.ingest import SPLITS
 

@@ -15,6 +15,14 @@ def test_the_example_config_is_valid():
     assert config.raw_columns()[-2:] == ["tips", "trip_start_timestamp"]
 
 
+@pytest.mark.parametrize("schedule, span_days, expected", [
+    ("@weekly", None, 7), ("@daily", None, 1), ("0 6 * * *", None, 1), ("0 6 * * *", 3, 3), (None, 14, 14)])
+def test_a_span_is_what_a_run_adds(tmp_path, schedule, span_days, expected):
+    source = {"span_days": span_days} if span_days else {}
+    config = load_config(write_pipeline(tmp_path, {"schedule": schedule, "source": source}))
+    assert config.source.span_days == expected
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"source": {"window_days": 0}}, "field 'source.window_days': Input should be greater than 0"),
     ({"source": {"table": "taxi; DROP TABLE x"}}, "field 'source.table': String should match pattern"),
@@ -45,6 +53,10 @@ def test_the_example_config_is_valid():
     ({"validation": {"features": {"fare": {"drift": 0}}}},
      "field 'validation.features.fare.drift': Input should be greater than 0"),
     ({"split": {"key": ["trip_id"]}}, "split.key names columns the pipeline does not read: ['trip_id']"),
+    ({"validation": {"duplicates": {"key": ["trip_id"]}}},
+     "validation.duplicates.key names columns the pipeline does not read: ['trip_id']"),
+    ({"source": {"span_days": 1}},
+     "field 'source.span_days': is 1 but a @weekly schedule adds a 7-day span each run: set span_days: 7"),
 ])
 def test_a_bad_field_is_named(tmp_path, overrides, message):
     path = write_pipeline(tmp_path, overrides)

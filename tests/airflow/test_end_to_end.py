@@ -1,5 +1,6 @@
-"""The taxi pipeline through Airflow (dag.test), real steps in the ML environment: run 1 pushes
-version 1; run 2, held to a threshold no model meets, is refused and serving stays at version 1."""
+"""The taxi pipeline through Airflow (dag.test), real steps in the ML environment: run 1 (a first
+run: every span of its window) pushes version 1; run 2, the next week's (one new span, the rest
+kept), held to a threshold no model meets, is refused and serving stays at version 1."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pipeline_fixtures import write_pipeline
 
 from pipeline_lib import artifacts, serving, settings
 
-DAY1 = dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc)
+DAY1 = dt.datetime(2016, 12, 25, tzinfo=dt.timezone.utc)  # a Sunday: taxi_tips is @weekly
 SMALL = {"source": {"window_days": 365}, "training": {"steps": 300}}
 
 PREDICT = """
@@ -48,7 +49,7 @@ def test_taxi_pipeline_pushes_a_blessed_model_then_refuses_a_worse_one(isolated)
     assert run1.state == "success", states
     assert set(states.values()) == {"success"}
     validate = step_result("taxi_tips", DAY1, "validate")
-    assert all(Path(p).is_file() for p in validate["statistics"].values())
+    assert Path(validate["statistics"]).is_file(), "the new span's statistics"
     assert Path(validate["schema"]).is_file() and not validate["schema_inferred"], "the curated schema"
     assert validate["anomalies"] == [], "clean data passes the curated schema"
     transform = step_result("taxi_tips", DAY1, "transform")
@@ -62,20 +63,24 @@ def test_taxi_pipeline_pushes_a_blessed_model_then_refuses_a_worse_one(isolated)
     assert serving.record(model_dir, 1)["run_id"] == run1.run_id
     assert step_result("taxi_tips", DAY1, "infra_validate")["latency_ms"]["single"]["p99"] > 0
 
-    eval_file = Path(step_result("taxi_tips", DAY1, "ingest")["examples"]) / "eval" / "data-00000.tfrecord"
+    ingested = step_result("taxi_tips", DAY1, "ingest")["spans"]
+    eval_file = next(Path(s["path"]) / "eval" / "data-00000.tfrecord" for s in ingested if s["rows"]["eval"] >= 8)
     predicted = subprocess.run([str(settings.ml_python()), "-c", PREDICT, str(model_dir / "1"), str(eval_file)],
                                capture_output=True, text=True, check=True)
     probabilities = json.loads(predicted.stdout.strip().splitlines()[-1])
     assert len(probabilities) == 8 and all(0.0 <= p <= 1.0 for p in probabilities)
 
     write_pipeline(isolated / "pipelines", {**SMALL, "evaluation": {"thresholds": {"AUC": {"lower_bound": 0.999}}}})
-    day2 = DAY1 + dt.timedelta(days=1)
+    day2 = DAY1 + dt.timedelta(days=7)
     run2, states = run_dag(config_path, day2)
     assert run2.state == "success"
     assert states == {"wait_for_data": "success", "ingest": "success", "validate": "success",
                       "file_anomalies": "success", "wait_for_anomalies": "success", "transform": "success",
                       "file_transform_anomalies": "success", "wait_for_transform_anomalies": "success",
                       "train": "success", "evaluate": "success", "infra_validate": "success", "push": "skipped"}
+    assert step_result("taxi_tips", day2, "ingest")["ingested"] == ["2016-12-25"], "one new span"
+    assert step_result("taxi_tips", day2, "validate")["computed"] == ["2016-12-25"]
+    assert step_result("taxi_tips", day2, "transform")["analysis"]["read_spans"] < 53 // 2
     verdict = step_result("taxi_tips", day2, "evaluate")
     assert verdict["blessed"] is False and verdict["baseline_version"] == 1
     assert any(r.startswith("auc = ") and r.endswith("fails lower bound 0.999") for r in verdict["reasons"]), verdict["reasons"]

@@ -106,7 +106,7 @@ def test_the_train_pod(tmp_path, monkeypatch, kube_connection):
     run = "/data/artifacts/taxi_tips/runs/2016-12-01"
     args = {"config": str(config.config_dir / "pipeline.yaml"), "output_dir": f"{run}/train",
             "transform_graph": f"{run}/transform/transform_graph",
-            "transformed_examples": f"{run}/transform/transformed_examples"}
+            "examples": f"{run}/transform"}
     context = {"ti": SimpleNamespace(dag_id="taxi_tips", task_id="train", try_number=2, map_index=-1),
                "run_id": "scheduled__2016-12-01T00:00:00+00:00", "dag": None}
 
@@ -125,7 +125,7 @@ def test_the_train_pod(tmp_path, monkeypatch, kube_connection):
         "train", "--result-file", "/airflow/xcom/return.json",
         "--config", "/opt/project/pipelines/taxi_tips/pipeline.yaml", "--output-dir", f"{run}/train",
         "--transform-graph", f"{run}/transform/transform_graph",
-        "--transformed-examples", f"{run}/transform/transformed_examples",
+        "--examples", f"{run}/transform",
         "--error-file", "/dev/termination-log"]
     assert base.env == [k8s.V1EnvVar(name="PIPELINE_ARTIFACT_ROOT", value="/data/artifacts"),
                         k8s.V1EnvVar(name="PIPELINE_SERVING_ROOT", value="/models"),
@@ -304,7 +304,9 @@ def test_ingest_in_a_pod_writes_the_examples_the_next_steps_read(isolated, clust
     assert cluster.deleted == [name] and not cluster.pods[name].sidecar_running
     examples = Path(result["examples"])
     assert examples == isolated / "artifacts" / "taxi_tips" / "runs" / "2016-12-01" / "ingest"
-    assert sum(result["rows"].values()) == expected and (examples / "train" / "data-00000.tfrecord").stat().st_size > 0
+    assert sum(result["rows"].values()) == expected
+    assert all(Path(e["path"]).parent == isolated / "artifacts" / "taxi_tips" / "spans" for e in result["spans"])
+    assert sum((Path(e["path"]) / "train" / "data-00000.tfrecord").stat().st_size for e in result["spans"]) > 0
 
 
 def test_a_failed_step_in_a_pod_fails_the_task_with_its_own_error(isolated, cluster):
@@ -399,7 +401,7 @@ def train_task(tmp_path, vertex=VERTEX):
             tmp_path / "pipelines", {"launcher": {"steps": {"train": "vertex"}, "vertex": vertex}})))
     run = "/gcs/acme-ml/artifacts/taxi_tips/runs/2016-12-01"
     upstream = {"transform": {"transform_graph": f"{run}/transform/transform_graph",
-                              "transformed_examples": f"{run}/transform/transformed_examples"}}
+                              "examples": f"{run}/transform"}}
     return task, upstream, run
 
 
@@ -426,7 +428,7 @@ def test_train_as_a_vertex_custom_job(monkeypatch, tmp_path, vertex_env):
                     "args": ["train", "--result-file", f"/gcs/acme-ml-staging/taxi_tips/train/{key}/result.json",
                              "--config", "/opt/project/pipelines/taxi_tips/pipeline.yaml",
                              "--output-dir", f"{run}/train", "--transform-graph", f"{run}/transform/transform_graph",
-                             "--transformed-examples", f"{run}/transform/transformed_examples"],
+                             "--examples", f"{run}/transform"],
                     "env": [{"name": "PIPELINE_ARTIFACT_ROOT", "value": "/gcs/acme-ml/artifacts"},
                             {"name": "PIPELINE_SERVING_ROOT", "value": "/gcs/acme-ml/serving"},
                             {"name": "PIPELINE_WAREHOUSE", "value": str(settings.warehouse_path())},

@@ -1,8 +1,9 @@
 """`make airflow` for real: the four components on a free port of 127.0.0.1 with a private
-AIRFLOW_HOME; taxi_tips triggered over the REST API (JWT login, validated params), then a 7-day
-backfill (`airflow backfill create`) run by the scheduler: one run and one blessing per date, model
-versions increasing with the date; a date re-run replaces its artifacts and pushes no second
-version. Stopped at the end, nothing left running."""
+AIRFLOW_HOME; a daily taxi_tips triggered over the REST API (JWT login, validated params), then a
+7-day backfill (`airflow backfill create`) run by the scheduler: one run, one new span and one
+blessing per date, model versions increasing with the date; a date re-run replaces its run's
+artifacts, keeps every span as it was and pushes no second version. Stopped at the end, nothing
+left running."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from pipeline_lib import serving
 FIRST = dt.date(2016, 12, 1)
 DATES = [FIRST + dt.timedelta(days=i) for i in range(7)]
 # small windows and short training: each run takes ~1-2 minutes here, almost all of it imports
-SMALL = {"start_date": FIRST.isoformat(), "end_date": DATES[-1].isoformat(),
+SMALL = {"schedule": "@daily", "start_date": FIRST.isoformat(), "end_date": DATES[-1].isoformat(),
          "source": {"window_days": 90}, "training": {"steps": 300},
          "evaluation": {"thresholds": {"AUC": {"lower_bound": 0.5}, "BinaryAccuracy": {"lower_bound": 0.5}}}}
 
@@ -105,6 +106,11 @@ def test_a_seven_day_backfill_runs_each_date_once_with_increasing_versions(airfl
     assert not failed, failed
     assert [r["run_type"] for d, r in sorted(runs.items())][1:] == ["backfill"] * (len(DATES) - 1)
 
+    ingested = results(env, "ingest")
+    # the first backfilled date also ingests the 30 days its 90-day window holds beyond the 60 of the triggered run
+    assert len(ingested[DATES[1]]["ingested"]) == 31
+    assert [ingested[d]["ingested"] for d in DATES[2:]] == [[str(d - dt.timedelta(days=1))] for d in DATES[2:]], \
+        "each later date ingests its own new day, in date order"
     blessings = {d: sorted(Path(r["blessing"]).parent.glob("blessing*.json")) for d, r in results(env, "evaluate").items()}
     pushes = results(env, "push")
     assert all(len(files) == 1 for files in blessings.values()), blessings
@@ -118,6 +124,7 @@ def test_re_running_a_date_replaces_its_artifacts_and_pushes_no_second_version(a
     api, root, env = airflow
     day = DATES[3]
     before = {step: results(env, step)[day] for step in ("ingest", "push")}
+    kept = {e["span"]: e["ingest_id"] for e in before["ingest"]["spans"]}
     ingested_at = (Path(before["ingest"]["examples"]) / "result.json").stat().st_mtime
     # one backfill per DAG at a time: the scheduler marks the last one complete (every 30 s) first
     api.wait(lambda: all(b["completed_at"] for b in api.call("GET", "/api/v2/backfills?dag_id=taxi_tips")["backfills"]),
@@ -134,5 +141,7 @@ def test_re_running_a_date_replaces_its_artifacts_and_pushes_no_second_version(a
     assert task_states(api, run["dag_run_id"])["push"] == "skipped"
     after = results(env, "push")[day]
     assert (after["pushed"], after["version"]) == (False, before["push"]["version"])
-    assert after["reason"] == f"span {day} already pushed as version {before['push']['version']}"
+    assert after["reason"] == f"span {day - dt.timedelta(days=1)} already pushed as version {before['push']['version']}"
+    again = results(env, "ingest")[day]
+    assert again["ingested"] == [] and {e["span"]: e["ingest_id"] for e in again["spans"]} == kept, "the same spans"
     assert serving.versions(root / "serving" / "taxi_tips") == list(range(1, len(DATES) + 1))

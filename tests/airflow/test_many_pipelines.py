@@ -98,7 +98,10 @@ def test_the_example_pipelines_run_at_once_and_each_pushes_its_own_model(tmp_pat
                                  "--pipeline", name, "--date", str(START)], env=env, capture_output=True, text=True)
         assert report.returncode == 0 and report.stdout.strip().endswith("PUSHED version 1"), report.stdout
 
-    eval_file = lambda name: artifacts_root / name / "runs" / str(START) / "ingest" / "eval" / "data-00000.tfrecord"
+    def eval_file(name):  # a span of the window with four eval examples
+        ingested = json.loads((artifacts_root / name / "runs" / str(START) / "ingest" / "result.json").read_text())
+        return next(Path(s["path"]) / "eval" / "data-00000.tfrecord" for s in ingested["spans"] if s["rows"]["eval"] >= 4)
+
     tips = answer(tmp_path / "serving" / "taxi_tips" / "1", eval_file("taxi_tips"), "classify", ["tips"])
     assert tips["classes"] == [["0", "1"]] * 4 and all(sum(row) == pytest.approx(1) for row in tips["scores"])
     length = answer(tmp_path / "serving" / "taxi_trip_length" / "1", eval_file("taxi_trip_length"), "classify",

@@ -1,6 +1,6 @@
-"""The Models and Data pages on real runs: two runs of the taxi DAG (dag.test, real steps) push
-versions 1 and 2; day 2 checks payment_type's drift with a threshold it crosses (a warning, filed
-in the tracker). The routes are tested in the real API app (auth, permissions, CSRF, escaping,
+"""The Models and Data pages on real runs: two weekly runs of the taxi DAG (dag.test, real steps)
+push versions 1 and 2; the second checks payment_type's drift with a threshold it crosses (a
+warning, filed in the tracker). The routes are tested in the real API app (auth, permissions, CSRF, escaping,
 content), then the pages in a real headless Chromium against that app served by uvicorn."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pipeline_fixtures import merge, write_pipeline
 
 from pipeline_lib import pages, serving, settings
 
-DAY1 = dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc)
-DAY2 = DAY1 + dt.timedelta(days=1)
+DAY1 = dt.datetime(2016, 12, 25, tzinfo=dt.timezone.utc)  # Sundays: taxi_tips is @weekly
+DAY2 = DAY1 + dt.timedelta(days=7)
 XSS = "<script>alert('pages')</script>"
 SMALL = {"source": {"window_days": 365}, "training": {"steps": 300}, "description": f"Tips {XSS}"}
 # day 2: a shorter window (other data than day 1's); any AUC change passes (so version 2 is pushed
@@ -29,7 +29,8 @@ SMALL = {"source": {"window_days": 365}, "training": {"steps": 300}, "descriptio
 # warning that does not hold the run
 DAY2_CONFIG = merge(SMALL, {"source": {"window_days": 200}, "evaluation": {"thresholds": {"AUC": {"change_absolute": -1.0}}},
                             "validation": {"significance": 0.999,
-                                           "features": {"payment_type": {"drift": 1e-9, "severity": "warning"}}}})
+                                           "features": {"payment_type": {"drift": 1e-9, "drift_block": None,
+                                                                         "severity": "warning"}}}})
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def csrf_of(page: str) -> str:
 
 def test_pages_need_airflow_auth_and_read_permission(client):
     client.cookies.clear()
-    for url in ("/pipeline-pages/models", "/pipeline-pages/data", "/pipeline-pages/data/statistics.html?pipeline=taxi_tips&span=2017-01-02"):
+    for url in ("/pipeline-pages/models", "/pipeline-pages/data", "/pipeline-pages/data/statistics.html?pipeline=taxi_tips&span=2017-01-01"):
         assert client.get(url).status_code == 401
         assert client.get(url, headers={"Authorization": "Bearer forged"}).status_code == 403
     assert client.post("/pipeline-pages/models/rollback", data={"pipeline": "taxi_tips", "to": 1}).status_code == 401
@@ -95,7 +96,7 @@ def test_models_page_shows_versions_candidates_charts_and_slices(client, runs):
     assert candidates.count('class="good">blessed') == 2 and "pushed v1" in candidates and "pushed v2" in candidates
     assert page.text.count("<svg") == len(pages.metric_history(pages.evaluations("taxi_tips"))) >= 2
     # the slices of the newest evaluation: every metric slices.json holds, candidate vs baseline
-    per_slice = json.loads((settings.artifact_root() / "taxi_tips/runs/2017-01-02/evaluate/slices.json").read_text())
+    per_slice = json.loads((settings.artifact_root() / "taxi_tips/runs/2017-01-01/evaluate/slices.json").read_text())
     table = page.text.split('id="slices"')[1].split("</table>")[0]
     metrics = sorted({m for by_model in per_slice.values() for values in by_model.values() for m in values})
     assert all(f"<th colspan=\"3\">{m}</th>" in table for m in metrics)
@@ -104,39 +105,40 @@ def test_models_page_shows_versions_candidates_charts_and_slices(client, runs):
     assert table.count("<tr>") == len(per_slice) + 2 and "payment_type=Cash" in table
     assert re.search(r'class="num (better|worse)">[+-]\d\.\d{4}</td>', table), "AUC's difference is judged"
 
-    day1 = client.get("/pipeline-pages/models", params={"pipeline": "taxi_tips", "run_id": runs["runs"]["2017-01-01"]})
-    assert "Metrics by slice (span 2017-01-01)" in day1.text
+    day1 = client.get("/pipeline-pages/models", params={"pipeline": "taxi_tips", "run_id": runs["runs"]["2016-12-25"]})
+    assert "Metrics by slice (span 2016-12-25)" in day1.text
 
 
 def test_data_page_shows_statistics_drift_and_anomalies_linked_with_the_tracker(client, runs):
     page = as_user(client, "viewer").get("/pipeline-pages/data", params={"pipeline": "taxi_tips"})
-    assert page.status_code == 200 and "Statistics of span 2017-01-02" in page.text
-    statistics = json.loads((settings.artifact_root() / "taxi_tips/runs/2017-01-02/validate/statistics.json").read_text())
+    assert page.status_code == 200 and "Statistics of the run of 2017-01-01" in page.text
+    statistics = json.loads((settings.artifact_root() / "taxi_tips/runs/2017-01-01/validate/statistics.json").read_text())
+    assert list(statistics) == ["window", "new span"]
     for split, s in statistics.items():
-        table = page.text.split(f'id="statistics-{split}"')[1].split("</table>")[0]
-        assert table.count("<tr>") == len(s["features"]) + 1 and f"{s['examples']:,} examples" in page.text
+        table = page.text.split(f'id="statistics-{split.replace(" ", "-")}"')[1].split("</table>")[0]
+        assert table.count("<tr>") == len(s["features"]) + 1 and f"{s['examples']:,} examples in {s['spans']} span" in page.text
     assert "company" in table and "Cash (" in page.text, "top values of a string feature"
-    drift = json.loads((settings.artifact_root() / "taxi_tips/runs/2017-01-02/validate/drift.json").read_text())
-    assert set(drift) == {"payment_type", "company", "fare", "trip_miles", "trip_seconds"}
+    drift = json.loads((settings.artifact_root() / "taxi_tips/runs/2017-01-01/validate/drift.json").read_text())
+    assert {"payment_type", "company", "fare", "trip_miles", "trip_seconds"} <= set(drift), "every feature is compared"
     assert page.text.count("<svg") == sum(len(m) for m in drift.values())
     anomalies = page.text.split('id="anomalies"')[1].split("</table>")[0]
     found = re.search(r'href="/anomaly-tracker/\?pipeline=taxi_tips&amp;id=(\d+)&amp;status=open">#\d+</a>', anomalies)
     assert found and "payment_type" in anomalies and "DRIFT" in anomalies
     tracker_page = client.get("/anomaly-tracker/", params={"pipeline": "taxi_tips"}).text
-    assert 'href="/pipeline-pages/data?pipeline=taxi_tips&amp;span=2017-01-02"' in tracker_page
-    assert f'/dags/taxi_tips/runs/{runs["runs"]["2017-01-02"]}"'.replace("+", "%2B").replace(":", "%3A") in tracker_page
+    assert 'href="/pipeline-pages/data?pipeline=taxi_tips&amp;span=2017-01-01"' in tracker_page
+    assert f'/dags/taxi_tips/runs/{runs["runs"]["2017-01-01"]}"'.replace("+", "%2B").replace(":", "%3A") in tracker_page
 
-    html = client.get("/pipeline-pages/data/statistics.html", params={"pipeline": "taxi_tips", "span": "2017-01-02"})
+    html = client.get("/pipeline-pages/data/statistics.html", params={"pipeline": "taxi_tips", "span": "2017-01-01"})
     assert html.status_code == 200 and "facets-overview" in html.text
     assert html.headers["content-security-policy"] == "sandbox allow-scripts"
-    first = client.get("/pipeline-pages/data", params={"pipeline": "taxi_tips", "run_id": runs["runs"]["2017-01-01"]})
-    assert "Statistics of span 2017-01-01" in first.text and "No anomalies." in first.text
+    first = client.get("/pipeline-pages/data", params={"pipeline": "taxi_tips", "run_id": runs["runs"]["2016-12-25"]})
+    assert "Statistics of the run of 2016-12-25" in first.text and "No anomalies." in first.text
 
 
 def test_task_instances_link_to_the_pages_of_their_run(client, runs):
     client.cookies.clear()
     headers = {"Authorization": f"Bearer {airflow_token('viewer')}"}
-    run_id = runs["runs"]["2017-01-02"]
+    run_id = runs["runs"]["2017-01-01"]
     for task, name, page in (("validate", "Data page", "data"), ("evaluate", "Models page", "models"),
                              ("push", "Models page", "models")):
         links = client.get(f"/api/v2/dags/taxi_tips/dagRuns/{run_id}/taskInstances/{task}/links", headers=headers)
@@ -144,7 +146,7 @@ def test_task_instances_link_to_the_pages_of_their_run(client, runs):
         url = links.json()["extra_links"][name]
         assert url.startswith(f"/pipeline-pages/{page}?pipeline=taxi_tips&run_id=")
         opened = client.get(url, headers=headers)
-        assert opened.status_code == 200 and ("span 2017-01-02" in opened.text)
+        assert opened.status_code == 200 and ("span 2017-01-01" in opened.text)
     doc = client.get("/api/v2/dags/taxi_tips/details", headers=headers).json()["doc_md"]
     assert "(/pipeline-pages/models?pipeline=taxi_tips)" in doc and "(/pipeline-pages/data?pipeline=taxi_tips)" in doc
 
@@ -174,7 +176,7 @@ def test_rollback_needs_edit_permission_csrf_and_confirmation_and_does_what_the_
     assert serving.versions(model_dir) == [1, 2, 3]
     record = serving.record(model_dir, 3)
     assert record["rollback"] == {"restores": 1, "replaces": 2, "by": "admin-user"}
-    assert record["run_id"] == runs["runs"]["2017-01-01"]
+    assert record["run_id"] == runs["runs"]["2016-12-25"]
     assert (model_dir / "3" / "saved_model.pb").read_bytes() == (model_dir / "1" / "saved_model.pb").read_bytes()
     shown = admin.get(done.headers["location"]).text
     assert "version 3 now serves (a copy of version 1), rolled back by admin-user" in shown
@@ -271,16 +273,16 @@ def test_in_a_browser_log_in_open_the_pages_from_the_nav_and_a_task_and_roll_bac
 
     assert from_nav("Data") == "Data: taxi_tips"
     assert "payment_type" in browser.find_element(By.ID, "anomalies").text
-    assert browser.find_elements(By.CSS_SELECTOR, "#statistics-train tr")
+    assert browser.find_elements(By.CSS_SELECTOR, "#statistics-window tr")
     browser.switch_to.default_content()
     screenshot(browser, "data-page")
 
     # the evaluate task of day 1: its "Models page" extra link opens the page for that run
-    run_id = runs["runs"]["2017-01-01"]
+    run_id = runs["runs"]["2016-12-25"]
     browser.get(f"{server}/dags/taxi_tips/runs/{run_id}/tasks/evaluate")
     click("Details")
     click("Models page", "a")
-    wait.until(lambda b: "Metrics by slice (span 2017-01-01)" in b.page_source)
+    wait.until(lambda b: "Metrics by slice (span 2016-12-25)" in b.page_source)
 
     # roll back to version 1 from the page: the box must be ticked, then the dialog answered
     browser.get(f"{server}/pipeline-pages/models?pipeline=taxi_tips")

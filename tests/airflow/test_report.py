@@ -19,7 +19,9 @@ def write(step: str, result: dict) -> None:
     artifacts.write_json(folder / artifacts.RESULT_FILENAME, result)
 
 
-INGEST = {"window": {"start": "2016-01-01T00:00:00", "end": "2017-01-01T00:00:00"}, "rows": {"train": 8, "eval": 2}}
+INGEST = {"window": {"start": "2016-12-25T00:00:00", "end": "2017-01-01T00:00:00"}, "rows": {"train": 8, "eval": 2},
+          "span": "2016-12-25", "spans": [{"span": "2016-12-25", "rows": {"train": 8, "eval": 2}}],
+          "ingested": ["2016-12-25"]}
 
 
 def validated(*anomalies: dict) -> None:
@@ -63,9 +65,9 @@ def test_an_error_whose_first_line_only_announces_it_shows_its_last_line_too():
 
 
 def test_blocking_anomalies_are_named():
-    validated({"severity": "blocking", "splits": ["train"], "feature": "payment_type", "kind": "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
+    validated({"severity": "blocking", "spans": ["2016-12-25"], "feature": "payment_type", "kind": "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
                "description": "Unexpected string values"},
-              {"severity": "warning", "splits": ["train"], "feature": "company", "kind": "DRIFT", "description": "drift"})
+              {"severity": "warning", "spans": ["2016-12-25"], "feature": "company", "kind": "DRIFT", "description": "drift"})
     text, failed = report.summary("taxi_tips", DAY)
     assert failed
     assert "NOT PUSHED: blocked by anomalies payment_type (ENUM_TYPE_UNEXPECTED_STRING_VALUES)" in text

@@ -19,7 +19,7 @@ def test_the_dag_offers_each_run_param_with_its_default():
     from pipeline_ops.dag_factory import build_dag
 
     params = build_dag(REPO / "pipelines" / "taxi_tips" / "pipeline.yaml").params
-    assert params.dump() == {"window_days": None, "skip_change_threshold": False, "dry_run": False}
+    assert params.dump() == {"window_days": None, "reingest": False, "skip_change_threshold": False, "dry_run": False}
 
 
 @pytest.mark.parametrize("conf, message", [
@@ -41,11 +41,11 @@ def test_a_bad_param_is_refused_before_any_step_runs(isolated, conf, message):
 
 
 def test_the_cli_parses_what_the_operators_pass():
-    values = {"window_days": 30, "skip_change_threshold": True, "dry_run": True}
+    values = {"window_days": 30, "reingest": True, "skip_change_threshold": True, "dry_run": True}
     args = {step: run_params.step_args(step, values) for step in artifacts.STEPS}
-    assert args == {"ingest": {"window_days": "30"}, "validate": {}, "transform": {}, "train": {},
+    assert args == {"ingest": {"window_days": "30", "reingest": "true"}, "validate": {}, "transform": {}, "train": {},
                     "evaluate": {"skip_change_threshold": "true"}, "infra_validate": {}, "push": {"dry_run": "true"}}
-    assert run_params.step_args("ingest", {"window_days": None}) == {}
+    assert run_params.step_args("ingest", {"window_days": None}) == {"reingest": "false"}
     push = ["push", "--config", "c", "--output-dir", "o", "--model", "m", "--blessing", "b", "--infra-blessing", "i",
             "--examples", "e", "--schema", "s", "--transform-graph", "t", "--run-id", "r"]
     assert _parser().parse_args([*push, "--dry-run", "true"]).dry_run is True
@@ -68,7 +68,8 @@ def test_params_reach_the_steps_a_dry_run_pushes_nothing(isolated):
     def result(step):
         return artifacts.read_result(artifacts.step_dir("taxi_tips", DAY.date(), step))
 
-    assert result("ingest")["window"] == {"start": "2016-12-02T00:00:00+00:00", "end": "2017-01-01T00:00:00+00:00"}
+    # 30 days of weekly spans: the 5 weeks before 2017-01-01
+    assert result("ingest")["window"] == {"start": "2016-11-27T00:00:00+00:00", "end": "2017-01-01T00:00:00+00:00"}
     assert any(r.startswith("change thresholds skipped") for r in result("evaluate")["reasons"])
     assert result("push")["reason"].startswith("dry run: ")
     assert result("push")["pushed"] is False
@@ -82,4 +83,4 @@ def test_params_reach_the_steps_a_dry_run_pushes_nothing(isolated):
         events = session.scalars(select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
                                  .where(AssetModel.name == "taxi_tips_examples",
                                         AssetEvent.source_run_id == run.run_id)).all()
-        assert [e.extra for e in events] == [{k: result("ingest")[k] for k in ("examples", "rows", "window")}]
+        assert [e.extra for e in events] == [{k: result("ingest")[k] for k in ("examples", "rows", "window", "ingested")}]

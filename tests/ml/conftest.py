@@ -69,3 +69,10 @@ def chain(config):
     for step in artifacts.STEPS:
         out[step] = run_step(config, step, **artifacts.inputs_from(step, out))
     return out
+
+
+def eval_files(chain) -> list[str]:
+    """The eval TFRecord files of the chain's window (its spans')."""
+    from pipeline_lib import spans
+
+    return spans.files(chain["ingest"]["spans"], "eval")

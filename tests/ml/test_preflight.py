@@ -30,7 +30,7 @@ def test_the_example_pipeline_passes(config):
 
 
 def test_a_misspelled_column_is_named_with_the_tables_columns(env):
-    typo = {"features": {"categorical": ["trip_start_hour", "pickup_community"]}}
+    typo = {"features": {"categorical": ["trip_start_hour", "trip_start_month", "pickup_community"]}}
     with pytest.raises(ConfigError, match="field 'features.categorical': 'pickup_community' has no feature in the schema"):
         _config(env, "typo", typo)  # what DAG parsing says
     errors = preflight.run(_config(env, "typo", typo, check_schema=False)).errors
@@ -43,7 +43,7 @@ def test_a_misspelled_column_is_named_with_the_tables_columns(env):
 
 def test_before_the_first_run_ingest_stops_on_a_misspelled_column_before_any_data_moves(env):
     """No schema yet (the first run infers it): ingest's preflight checks the config against the table."""
-    config = _config(env, "first_typo", {"features": {"categorical": ["trip_start_hour", "pickup_community"]},
+    config = _config(env, "first_typo", {"features": {"categorical": ["trip_start_hour", "trip_start_month", "pickup_community"]},
                                          "validation": {"schema_file": "not_yet.pbtxt"}})
     with pytest.raises(preflight.PreflightError) as e:
         run_step(config, "ingest")
@@ -75,7 +75,7 @@ def test_a_missing_label_column(env):
 
 
 def test_wrong_kinds_and_timestamp_unit(env):
-    config = _config(env, "kinds", {"features": {"categorical": ["trip_start_hour", "payment_type"],
+    config = _config(env, "kinds", {"features": {"categorical": ["trip_start_hour", "trip_start_month", "payment_type"],
                                                  "vocabulary": ["company"]},
                                     "source": {"timestamp_unit": "timestamp"}}, check_schema=False)
     errors = preflight.run(config).errors

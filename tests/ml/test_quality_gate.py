@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from conftest import SPAN, run_step
+from conftest import SPAN, eval_files, run_step
 from pipeline_lib import artifacts, serving
 from pipeline_lib.steps import train
 
@@ -50,8 +50,7 @@ def test_training_logs_its_strategy_keeps_tensorboard_and_exports_weights(chain)
 
 def _predictions(model_dir, chain, count: int = 100):
     """The model's serving_default outputs for the first `count` raw eval examples."""
-    examples = tf.stack([e for e in tf.data.TFRecordDataset(
-        str(Path(chain["ingest"]["examples"]) / "eval" / "data-00000.tfrecord")).take(count)])
+    examples = tf.stack([e for e in tf.data.TFRecordDataset(eval_files(chain)).take(count)])
     return tf.saved_model.load(str(model_dir)).signatures["serving_default"](examples=examples)["outputs"].numpy()
 
 
@@ -149,8 +148,7 @@ def test_the_pushed_binary_model_answers_tf_servings_classify(chain):
     assert methods["classify"] == "tensorflow/serving/classify"
     assert methods["serving_default"] == "tensorflow/serving/predict"
     model = tf.saved_model.load(str(path))
-    examples = tf.stack([e for e in tf.data.TFRecordDataset(
-        str(Path(chain["ingest"]["examples"]) / "eval" / "data-00000.tfrecord")).take(3)])
+    examples = tf.stack([e for e in tf.data.TFRecordDataset(eval_files(chain)).take(3)])
     answer = model.signatures["classify"](inputs=examples)
     probability = model.signatures["serving_default"](examples=examples)["outputs"].numpy()[:, 0]
     assert answer["classes"].numpy().tolist() == [[b"0", b"1"]] * 3
@@ -206,8 +204,9 @@ def test_each_version_records_what_it_came_from_and_a_span_pushes_once(chain, co
     model_dir = config.serving.model_dir()
     record = serving.record(model_dir, chain["push"]["version"])
     ingest = chain["ingest"]
-    assert record["span"] == SPAN.isoformat() and record["run_id"] == f"test-{SPAN}"
+    assert record["span"] == ingest["span"] == "2014-02-16" and record["run_id"] == f"test-{SPAN}"
     assert record["window"] == ingest["window"] and record["rows"] == ingest["rows"]
+    assert record["spans"] == {"count": 13, "newest": "2014-02-16", "excluded": []}
     assert record["schema"]["sha256"] == hashlib.sha256(Path(chain["validate"]["schema"]).read_bytes()).hexdigest()
     assert record["transform_graph"] == chain["transform"]["transform_graph"]
     assert record["metrics"] == chain["evaluate"]["metrics"]["candidate"]
@@ -216,7 +215,7 @@ def test_each_version_records_what_it_came_from_and_a_span_pushes_once(chain, co
     before = serving.versions(model_dir)
     again = run_step(config, "push", **artifacts.inputs_from("push", chain))
     assert again == {"pushed": False, "version": chain["push"]["version"], "path": chain["push"]["path"],
-                     "reason": f"span {SPAN} already pushed as version {chain['push']['version']}"}
+                     "reason": f"span 2014-02-16 already pushed as version {chain['push']['version']}"}
     assert serving.versions(model_dir) == before
 
 
@@ -241,8 +240,8 @@ def test_a_push_killed_midway_leaves_serving_alone_and_a_retry_completes_it(chai
     first = run_step(config, "push", **artifacts.inputs_from("push", chain))
     assert first["version"] == 1
 
-    span = dt.date(2014, 3, 2)  # the next day's run
-    examples = run_step(config, "ingest", span=span)["examples"]
+    span = dt.date(2014, 3, 2)  # the next week's run
+    examples = run_step(config, "ingest", span=span, span_date=span)["examples"]
     inputs = {**artifacts.inputs_from("push", chain), "examples": examples, "run_id": "next-day"}
     output = artifacts.step_dir(config.name, span, "push")
     killed = subprocess.run([sys.executable, "-c", KILL_DURING_COPY,
@@ -254,7 +253,7 @@ def test_a_push_killed_midway_leaves_serving_alone_and_a_retry_completes_it(chai
     retried = run_step(config, "push", span=span, **inputs)
     assert retried["pushed"] is True and retried["version"] == 2
     assert serving.versions(model_dir) == [1, 2] and not list(model_dir.glob(".incoming-*"))
-    assert serving.record(model_dir, 2)["span"] == span.isoformat()
+    assert serving.record(model_dir, 2)["span"] == "2014-02-23", "the new week's"
 
 
 def test_rollback_restores_the_previous_version_as_a_new_one(chain, make_config):
@@ -301,14 +300,14 @@ def test_training_under_mirrored_strategy_warm_starts_and_exports(chain, make_co
     config = make_config({"training": {"steps": 40, "epochs": 2}}, name="taxi_mirrored")
     inputs = artifacts.inputs_from("train", chain)
     proc = subprocess.run([sys.executable, "-c", MIRRORED, str(config.config_dir / "pipeline.yaml"),
-                           str(tmp_path / "train"), inputs["transform_graph"], inputs["transformed_examples"]],
+                           str(tmp_path / "train"), inputs["transform_graph"], inputs["examples"]],
                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["distribution"] == {"strategy": "MirroredStrategy", "replicas": 2}
     assert result["warm_start"]["from_version"] == 1 and result["warm_start"]["layers"]
     model = tf.saved_model.load(result["model"])
-    examples = [e for e in tf.data.TFRecordDataset(str(Path(chain["ingest"]["examples"]) / "eval" / "data-00000.tfrecord")).take(4)]
+    examples = [e for e in tf.data.TFRecordDataset(eval_files(chain)).take(4)]
     outputs = model.signatures["serving_default"](examples=tf.stack(examples))["outputs"].numpy()
     assert outputs.shape == (4, 1)
 

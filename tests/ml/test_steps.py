@@ -19,7 +19,7 @@ import tensorflow_transform as tft
 
 from conftest import SPAN, run_step
 from pipeline_fixtures import warehouse_copy
-from pipeline_lib import artifacts, serving
+from pipeline_lib import artifacts, serving, spans
 from pipeline_lib.steps import ingest
 
 
@@ -34,35 +34,47 @@ def value(example: tf.train.Example, key: str):
     return getattr(feature, kind).value[0] if kind and getattr(feature, kind).value else None
 
 
-def test_ingest_reads_the_window_and_splits_deterministically(chain, config, tmp_path):
+def span_examples(result: dict, split: str) -> list[tf.train.Example]:
+    """Every example of `split` over the spans an ingest (or transform) result lists."""
+    files = spans.files(result["spans"], split)
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files)] if files else []
+
+
+def test_ingest_writes_each_span_of_the_window_once_and_splits_deterministically(chain, config, make_config):
     result = chain["ingest"]
-    start, end = ingest.window(config, SPAN)
+    window = spans.window(config, SPAN)
+    assert [s["span"] for s in result["spans"]] == [s.name for s in window] == result["ingested"]
+    assert len(window) == 13 and window[-1].end == dt.date(2014, 2, 23), "13 weeks, the last ended by the run's date"
+    start, end = spans.bounds(window)
     with duckdb.connect(str(config.source.database_path()), read_only=True) as con:
         expected = con.execute("SELECT count(*) FROM taxi_trips WHERE trip_start_timestamp >= ? "
                                "AND trip_start_timestamp < ?", [int(start.timestamp()), int(end.timestamp())]).fetchone()[0]
     assert expected > 500
     assert result["rows"]["train"] + result["rows"]["eval"] == expected
     assert 0.12 < result["rows"]["eval"] / expected < 0.28
+    for entry, span in zip(result["spans"], window):
+        assert Path(entry["path"]) == spans.folder(config.name, span.name)
+        train = read_examples(Path(entry["path"]) / "train")
+        assert len(train) == entry["rows"]["train"]
+        first, last = span.bounds()
+        assert all(first.timestamp() <= value(e, "trip_start_timestamp") < last.timestamp() for e in train)
+    assert any(value(e, "company") is None for e in span_examples(result, "train")), "a NULL is a feature without values"
 
-    examples = Path(result["examples"])
-    train = read_examples(examples / "train")
-    assert len(train) == result["rows"]["train"]
-    assert all(start.timestamp() <= value(e, "trip_start_timestamp") < end.timestamp() for e in train)
-    assert any(value(e, "company") is None for e in train), "a NULL must be a feature without values"
-
-    again = ingest.run(config, tmp_path / "again", SPAN)
-    assert again["rows"] == result["rows"]
+    again = run_step(config, "ingest")
+    assert again["ingested"] == [] and again["spans"] == result["spans"], "a span is ingested once"
+    other = run_step(make_config(name="taxi_again"), "ingest")
+    assert {Path(e["path"]).parents[1].name for e in other["spans"]} == {"taxi_again"}, "pipelines share no span"
     for split in ingest.SPLITS:
-        rows = lambda folder: sorted(str(sorted((k, str(v)) for k, v in e.features.feature.items()))
-                                     for e in read_examples(folder / split))
-        assert rows(tmp_path / "again") == rows(examples), f"{split}: the same rows in the same split"
+        rows = lambda r: sorted(str(sorted((k, str(v)) for k, v in e.features.feature.items())) for e in span_examples(r, split))
+        assert rows(other) == rows(result), f"{split}: the same rows in the same split"
 
 
-def test_ingest_of_an_empty_window_writes_an_empty_span_for_validate_to_file(config, tmp_path):
+def test_ingest_of_an_empty_window_writes_empty_spans_for_validate_to_judge(config, tmp_path):
     result = ingest.run(config, tmp_path / "empty", dt.date(2030, 1, 1))
-    assert result["rows"] == {"train": 0, "eval": 0}
-    assert result["window"]["start"].startswith("2029-10-03") and result["window"]["end"].startswith("2030-01-01")
-    assert all((tmp_path / "empty" / split / "data-00000.tfrecord").stat().st_size == 0 for split in ingest.SPLITS)
+    assert result["rows"] == {"train": 0, "eval": 0} and len(result["spans"]) == 13
+    assert result["window"]["start"].startswith("2029-09-30") and result["window"]["end"].startswith("2029-12-30")
+    assert all((Path(e["path"]) / split / "data-00000.tfrecord").stat().st_size == 0
+               for e in result["spans"] for split in ingest.SPLITS)
 
 
 def test_step_cli_reports_the_error_as_json(make_config, tmp_path):
@@ -90,16 +102,19 @@ def test_a_step_leaves_nothing_in_the_system_temp_folder(chain, config, tmp_path
     assert sorted(p.name for p in system_tmp.iterdir()) == []
 
 
-def test_validate_writes_statistics_and_the_clean_slice_passes_the_curated_schema(chain, config):
+def test_validate_keeps_each_spans_statistics_and_the_clean_slice_passes_the_curated_schema(chain, config):
     result = chain["validate"]
     assert result["schema_inferred"] is False and result["schema"] == str(config.config_dir / "schema.pbtxt")
     assert result["anomalies"] == [], result["anomalies"]
-    for split, path in result["statistics"].items():
-        stats = tfdv.load_stats_binary(path)
-        assert stats.datasets[0].num_examples == chain["ingest"]["rows"][split]
-    train_stats = tfdv.load_stats_binary(result["statistics"]["train"])
-    company = tfdv.get_feature_stats(train_stats.datasets[0], tfdv.FeaturePath(["company"]))
+    assert result["computed"] == chain["ingest"]["ingested"] and result["checked"] == [chain["ingest"]["span"]]
+    for entry in chain["ingest"]["spans"]:
+        stats = tfdv.load_stats_binary(str(Path(entry["path"]) / "statistics" / "stats.tfrecord"))
+        assert stats.datasets[0].num_examples == sum(entry["rows"].values())
+    newest = tfdv.load_stats_binary(result["statistics"])
+    company = tfdv.get_feature_stats(newest.datasets[0], tfdv.FeaturePath(["company"]))
     assert company.string_stats.common_stats.num_missing > 0, "NULLs are counted as missing"
+    again = run_step(config, "validate", examples=chain["ingest"]["examples"])
+    assert again["computed"] == [] and again["anomalies"] == [], "statistics are computed once per span"
 
 
 def test_validate_infers_a_missing_schema_once(chain, make_config):
@@ -131,62 +146,67 @@ def test_validate_flags_a_new_category_against_the_schema(make_config, tmp_path)
     examples = run_step(config, "ingest", span=later, span_date=later)["examples"]
     result = run_step(config, "validate", span=later, examples=examples)
     assert result["schema_inferred"] is False
-    flagged = [a for a in result["anomalies"] if a["feature"] == "payment_type"]
-    assert flagged and all(a["kind"] == "ENUM_TYPE_UNEXPECTED_STRING_VALUES" for a in flagged)
-    assert "Bitcoin" in flagged[0]["description"]
+    flagged = {a["kind"]: a for a in result["anomalies"] if a["feature"] == "payment_type"}
+    assert "Bitcoin" in flagged["ENUM_TYPE_UNEXPECTED_STRING_VALUES"]["description"]
+    assert set(flagged) <= {"ENUM_TYPE_UNEXPECTED_STRING_VALUES", "DRIFT"}, "its share moved too"
+
+
+def transformed_features(graph: str, chain: dict, split: str = "eval") -> dict[str, np.ndarray]:
+    """The graph applied to the chain's raw examples of `split`: each output, sorted."""
+    from pipeline_lib import transformed
+
+    apply = transformed.transform(tft.TFTransformOutput(graph))
+    batches = [apply(b) for b in transformed.records(spans.files(chain["ingest"]["spans"], split), 4096)]
+    return {key: np.sort(np.concatenate([b[key].numpy().ravel() for b in batches])) for key in batches[0]}
 
 
 def test_transform_computes_the_label_and_keeps_the_raw_metadata(chain, config):
     out = tft.TFTransformOutput(chain["transform"]["transform_graph"])
     assert "tips" in out.raw_feature_spec()
     assert {f"{k}_xf" for k in config.features.all()} | {"big_tipper"} == set(out.transformed_feature_spec())
+    assert chain["transform"]["analysis"]["read_spans"] == 13, "a first run reads every span"
 
-    transformed = Path(chain["transform"]["transformed_examples"])
-    raw = read_examples(Path(chain["ingest"]["examples"]) / "eval")
-    xf = read_examples(transformed / "eval")
-    assert len(xf) == len(raw)
+    raw = span_examples(chain["ingest"], "eval")
+    xf = transformed_features(chain["transform"]["transform_graph"], chain)
+    assert len(xf["big_tipper"]) == len(raw)
     f32 = np.float32  # as TF computes it
     big_tippers = sum(1 for e in raw if value(e, "fare") is not None
                       and f32(value(e, "tips")) > f32(value(e, "fare")) * f32(0.2))
-    assert sum(value(e, "big_tipper") for e in xf) == big_tippers
+    assert xf["big_tipper"].sum() == big_tippers
+    kept = [Path(e["path"]) / "label.json" for e in chain["ingest"]["spans"]]
+    assert [p.exists() for p in kept] == [False] * 5 + [True] * 8, "the new span's and the 7 it is checked against"
+    assert sum(sum(json.loads(p.read_text())["summary"]["counts"].values()) for p in kept[5:]) > 0
 
 
-def test_ingest_shards_a_split_so_runners_can_spread_it(chain, config, tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest, "SHARD_ROWS", 100)
-    sharded = ingest.run(config, tmp_path / "sharded", SPAN)
-    for split in ingest.SPLITS:
-        shards = sorted(p.name for p in (tmp_path / "sharded" / split).iterdir())
-        assert shards == [f"data-{i:05d}.tfrecord" for i in range(-(-sharded["rows"][split] // 100))]
-        rows = lambda folder: [e.SerializeToString(deterministic=True) for e in read_examples(Path(folder) / split)]
-        assert rows(tmp_path / "sharded") == rows(chain["ingest"]["examples"]), f"{split}: the same rows in the same order"
+def test_ingest_shards_a_split_so_runners_can_spread_it(chain, make_config, monkeypatch):
+    monkeypatch.setattr(ingest, "SHARD_ROWS", 20)
+    sharded = run_step(make_config(name="taxi_sharded"), "ingest")
+    for entry, unsharded in zip(sharded["spans"], chain["ingest"]["spans"]):
+        for split in ingest.SPLITS:
+            shards = sorted(p.name for p in (Path(entry["path"]) / split).iterdir())
+            assert shards == [f"data-{i:05d}.tfrecord" for i in range(max(1, -(-entry["rows"][split] // 20)))]
+            rows = lambda e: [x.SerializeToString(deterministic=True) for x in read_examples(Path(e["path"]) / split)]
+            assert rows(entry) == rows(unsharded), f"{split}: the same rows in the same order"
 
 
-def features(examples: list[tf.train.Example]) -> dict[str, np.ndarray]:
-    """Each (numeric) feature's values over the examples, sorted: what a transform wrote, whatever
-    the order it wrote them in."""
-    return {key: np.sort([np.nan if value(e, key) is None else value(e, key) for e in examples])
-            for key in examples[0].features.feature}
-
-
-def test_transform_in_beam_worker_processes_writes_the_same_examples(chain, config, make_config, tmp_path, monkeypatch):
+def test_transform_in_beam_worker_processes_makes_the_same_graph(chain, make_config, monkeypatch):
     """`auto` runs big spans on worker processes, which cannot import the user module loaded from
     its file: its preprocessing_fn must travel by value (it failed with ModuleNotFoundError). The
     input in shards, so both workers read. A mean or variance summed in another order may differ in
     its last bit, so the z-scores are compared to 1e-6."""
-    monkeypatch.setattr(ingest, "SHARD_ROWS", 1000)
-    examples = ingest.run(config, tmp_path / "sharded", SPAN)["examples"]
+    monkeypatch.setattr(ingest, "SHARD_ROWS", 30)
     parallel = make_config({"beam": {"direct_running_mode": "multi_processing", "direct_num_workers": 2}},
                            name="taxi_workers")
+    examples = run_step(parallel, "ingest")["examples"]
     result = run_step(parallel, "transform", **{**artifacts.inputs_from("transform", chain), "examples": examples})
+    assert result["analysis"]["read_spans"] == 13
     assert_same_transformed(result, chain)
 
 
 def assert_same_transformed(result: dict, chain: dict) -> None:
-    """The same transformed examples as the chain's transform, in any order (values to 1e-6)."""
+    """The graph transforms the chain's examples as the chain's graph does (values to 1e-6)."""
     for split in ingest.SPLITS:
-        made, expected = (read_examples(Path(r["transformed_examples"]) / split) for r in (result, chain["transform"]))
-        assert len(made) == len(expected) == chain["ingest"]["rows"][split]
-        made, expected = features(made), features(expected)
+        made, expected = (transformed_features(r["transform_graph"], chain, split) for r in (result, chain["transform"]))
         assert made.keys() == expected.keys()
         for key in expected:
             np.testing.assert_allclose(made[key], expected[key], rtol=1e-6, atol=1e-6, err_msg=key)
@@ -196,7 +216,9 @@ def test_batch_size_changes_speed_not_results(chain, make_config):
     """Beam's dynamic batching (batch_size 0: 1 to 1,000 rows, growing) against the default's one
     batch per split here: the same transformed examples, the same metrics and the same blessing."""
     dynamic = make_config({"beam": {"batch_size": 0}}, name="taxi_dynamic_batches")
-    assert_same_transformed(run_step(dynamic, "transform", **artifacts.inputs_from("transform", chain)), chain)
+    examples = run_step(dynamic, "ingest")["examples"]  # its own spans: analyzed afresh, not from the chain's cache
+    assert_same_transformed(run_step(dynamic, "transform", **{**artifacts.inputs_from("transform", chain),
+                                                              "examples": examples}), chain)
     # judged like the chain's first model: on value thresholds, without the model it pushed
     verdict = run_step(dynamic, "evaluate", **artifacts.inputs_from("evaluate", chain), skip_change_threshold=True)
     assert json.loads(Path(verdict["slices"]).read_text()) == json.loads(Path(chain["evaluate"]["slices"]).read_text())
@@ -209,7 +231,8 @@ def test_local_beam_steps_never_try_the_prism_runner(chain, make_config, caplog)
     caplog.set_level(logging.INFO, logger="apache_beam.runners")
     for mode in ("in_memory", "multi_processing"):
         local = make_config({"beam": {"direct_running_mode": mode, "direct_num_workers": 2}}, name=f"taxi_{mode}")
-        assert run_step(local, "validate", **artifacts.inputs_from("validate", chain))["blocking"] == 0
+        validated = run_step(local, "validate", examples=run_step(local, "ingest")["examples"])
+        assert validated["blocking"] == 0 and len(validated["computed"]) == 13
     beam_records = [r.getMessage() for r in caplog.records if r.name.startswith("apache_beam.runners")]
     assert not [m for m in beam_records if "Prism" in m]
     worker_options = [m for m in beam_records if "Pipeline_options" in m]
@@ -220,7 +243,7 @@ def test_local_beam_steps_never_try_the_prism_runner(chain, make_config, caplog)
 def test_trained_model_serves_raw_examples_without_the_label(chain):
     model = tf.saved_model.load(chain["train"]["model"])
     assert {"serving_default", "transform_features"} <= set(model.signatures)
-    raw = read_examples(Path(chain["ingest"]["examples"]) / "eval")[:10]
+    raw = span_examples(chain["ingest"], "eval")[:10]
     for e in raw:
         del e.features.feature["tips"]
     outputs = model.signatures["serving_default"](examples=tf.constant([e.SerializeToString() for e in raw]))
