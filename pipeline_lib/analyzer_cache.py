@@ -9,15 +9,17 @@ a key per span would cost minutes. So a run passes tf.Transform only two kinds o
 - one key for everything cached: the encoded accumulators of every unit fully inside the window,
   one PCollection per cache entry holding all of them (tf.Transform decodes each element and merges
   them all, as it merges several keys');
-- a key per *unit* of spans it must read: a run's new span alone (the daily case), or at most
-  `MAX_NEW_UNITS` equal runs of spans where more are uncached (a first run's window).
+- a key per *unit* of spans it must read: the run's new span is a unit of its own (the daily
+  case); other uncached spans (a first run's window) are read as at most MAX_NEW_UNITS - 1 equal
+  runs of spans.
 
 A unit's accumulators are kept in the folder of its oldest span (`transform_cache/<unit>/`): the
 unit is usable while all its spans are in the window, unchanged (their ingest ids) and its entries
 are the ones the preprocessing_fn needs (a changed module has other cache keys). Once the window's
-start passes a unit's oldest span, its other spans are read again, as a new unit: a first run's
-window is read again in parts of at most window/MAX_NEW_UNITS spans over the following window,
-after which every span is its own unit and a daily run reads one span.
+start passes a unit's oldest span, its other spans are read again, as new units: a first run's
+window is read again in parts of at most window/3 spans on a few days of the following window
+(each part split again as it is read), after which every span is its own unit and a daily run
+reads one span. (A unit goes with its oldest span's folder.)
 """
 
 from __future__ import annotations

@@ -40,8 +40,7 @@ class Anomaly(Base):
     last_span: Mapped[dt.date] = mapped_column(Date)
     occurrences: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=now)
-    opened_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=now,
-                                                          doc="when it last became open (new or reopened)")
+    opened_by: Mapped[int | None] = mapped_column(Integer, doc="the occurrence that last opened it (new or reopened)")
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=now)
     resolved_by: Mapped[str | None] = mapped_column(String(250))
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

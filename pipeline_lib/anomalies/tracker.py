@@ -128,18 +128,22 @@ class Tracker:
                 else:
                     outcome = REOPENED
                     record.status, record.resolved_by, record.resolved_at = "open", None, None
-                    record.alert_pending, record.opened_at = True, now()
-                already = any(r.run_id == run_id for r in record.runs)  # a retried task files again
-                if not already:
-                    record.occurrences += 1
-                    record.runs.append(Occurrence(run_id=run_id, span=last, spans=found_in, run_url=run_url,
-                                                  statistics=f.get("statistics") or statistics,
-                                                  description=f["description"], examples=examples))
+                    record.alert_pending = True
                 record.description, record.severity, record.examples = f["description"], f["severity"], examples
                 if outcome != RECURRING and f.get("statistic") is not None:
                     record.statistic = f["statistic"]
                 record.first_span, record.last_span = min(record.first_span, first), max(record.last_span, last)
                 record.updated_at = now()
+                already = any(r.run_id == run_id for r in record.runs)  # a retried task files again
+                if not already:
+                    record.occurrences += 1
+                    occurrence = Occurrence(run_id=run_id, span=last, spans=found_in, run_url=run_url,
+                                            statistics=f.get("statistics") or statistics,
+                                            description=f["description"], examples=examples)
+                    record.runs.append(occurrence)
+                    s.flush()
+                    if outcome in (NEW, REOPENED):  # the spans it blocks are those seen from here on
+                        record.opened_by = occurrence.id
                 s.flush()
                 out.append({**record.as_dict(), "outcome": outcome})
         return out
@@ -184,7 +188,7 @@ class Tracker:
         stay out of training until resolved or accepted."""
         query = select(Occurrence.spans, Occurrence.span).join(Anomaly).where(
             Anomaly.pipeline == pipeline, Anomaly.status.in_(OPEN), Anomaly.severity == "blocking",
-            Occurrence.seen_at >= Anomaly.opened_at)
+            Occurrence.id >= Anomaly.opened_by)
         with self.session() as s:
             return sorted({name for found_in, span in s.execute(query) for name in found_in or [span.isoformat()]})
 

@@ -17,7 +17,6 @@ import hashlib
 import itertools
 import json
 import logging
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -153,11 +152,12 @@ class _ShardWriter:
         self.file.close()
 
 
-def write_splits(config, batches: Iterable[pa.RecordBatch], folder: Path) -> dict[str, int]:
+def write_splits(config, batches: Iterable[pa.RecordBatch], folder: Path) -> dict:
     """Each row as a tf.Example into the shards of `folder/<split>/`; the rows written per split,
-    and `duplicates`: rows that repeat an earlier row (whole, or by validation.duplicates.key)."""
+    `duplicates` (rows that repeat an earlier row, whole or by validation.duplicates.key) and
+    `content`, a digest of the rows whatever their order (what identifies the span's ingest)."""
     key = config.validation.duplicates.key
-    seen, duplicates = set(), 0
+    seen, duplicates, content = set(), 0, 0
     with ExitStack() as stack:
         out = {}
         for split in SPLITS:
@@ -165,13 +165,15 @@ def write_splits(config, batches: Iterable[pa.RecordBatch], folder: Path) -> dic
             stack.callback(out[split].close)
         for batch in batches:
             # a row's identity from its values (a serialized tf.Example's map order is not stable)
-            identities = row_keys(batch, key or batch.schema.names)
-            for split_by, example, identity in zip(row_keys(batch, split_key(config)), to_examples(batch), identities):
+            rows = [hashlib.md5(r.encode()).digest() for r in row_keys(batch, batch.schema.names)]
+            keys = [hashlib.md5(r.encode()).digest() for r in row_keys(batch, key)] if key else rows
+            for split_by, example, row, identity in zip(row_keys(batch, split_key(config)), to_examples(batch), rows, keys):
                 out[split_of(split_by, config.split.eval_percent)].write(example)
-                digest = hashlib.md5(identity.encode()).digest()
-                duplicates += digest in seen
-                seen.add(digest)
-    return {**{split: writer.rows for split, writer in out.items()}, "duplicates": duplicates}
+                content += int.from_bytes(row, "little")
+                duplicates += identity in seen
+                seen.add(identity)
+    return {**{split: writer.rows for split, writer in out.items()}, "duplicates": duplicates,
+            "content": f"{content % 2**128:032x}"}
 
 
 def _epoch_seconds(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -208,10 +210,13 @@ def _write_span(config, span: Span, parts: Iterable[pa.RecordBatch], fingerprint
     final = spans.folder(config.name, span.name)
     with artifacts.atomic_dir(final) as tmp:
         counts = write_splits(config, parts, tmp)
+        rows = {split: counts[split] for split in SPLITS}
+        # what the span's kept statistics, label and analyzer results are of: the same rows ingested
+        # again keep them valid
+        ingest_id = hashlib.sha1(json.dumps([counts["content"], rows, counts["duplicates"]]).encode()).hexdigest()[:16]
         artifacts.write_json(tmp / spans.RECORD, {
-            "span": span.name, "end": span.end.isoformat(),
-            "rows": {split: counts[split] for split in SPLITS}, "duplicates": counts["duplicates"],
-            "fingerprint": fingerprints.get(span.name, spans.EMPTY), "ingest_id": uuid.uuid4().hex,
+            "span": span.name, "end": span.end.isoformat(), "rows": rows, "duplicates": counts["duplicates"],
+            "fingerprint": fingerprints.get(span.name, spans.EMPTY), "ingest_id": ingest_id,
             "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
 
 

@@ -19,7 +19,6 @@ statistics (comma-separated files)}; the tracker files it under (pipeline, featu
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import tempfile
@@ -44,6 +43,7 @@ VOLUME_DROP, VOLUME_SPIKE, DUPLICATE_ROWS = "VOLUME_DROP", "VOLUME_SPIKE", "DUPL
 MAX_EXAMPLES = 5
 STATS_RECORD = "stats.json"  # which ingest of the span the statistics are of
 CHECKS = "checks.json"  # the span's findings and measurements when it was last checked
+ALL = "(all)"  # the statistics of every span computed in a run, together (a first schema's)
 
 
 def stats_file(span_path: str | Path) -> Path:
@@ -53,14 +53,13 @@ def stats_file(span_path: str | Path) -> Path:
 def span_slicer(config):
     """TFDV slice function (a plain function, as TFDV wants): each record batch cut by the span its
     rows' timestamps fall in, the slice named like the span."""
-    column, days = config.source.timestamp_column, config.source.span_days
-    anchor = spans.ANCHOR
+    column = config.source.timestamp_column
 
     def slice_by_span(record_batch):
-        values = record_batch.column(record_batch.schema.get_field_index(column)).flatten()
-        index = (values.to_numpy(zero_copy_only=False).astype(np.int64) // 86_400 - (anchor.toordinal() - 719_163)) // days
-        for i in np.unique(index):  # one timestamp per row (ingest writes each row's)
-            yield (anchor + datetime.timedelta(days=int(i) * days)).isoformat(), record_batch.take(np.flatnonzero(index == i))
+        values = record_batch.column(record_batch.schema.get_field_index(column)).flatten()  # one per row
+        index = spans.index_of_epoch(config, values.to_numpy(zero_copy_only=False).astype(np.int64))
+        for i in np.unique(index):
+            yield spans.from_index(config, i).name, record_batch.take(np.flatnonzero(index == i))
 
     return slice_by_span
 
@@ -68,7 +67,7 @@ def span_slicer(config):
 def compute_statistics(config, entries: list[dict], serving_pattern: str | None, folder: Path) -> dict:
     """The statistics of each span (its rows, both splits: the split is a hash of the key, so it
     makes no difference to the data's quality) in one pass sliced by span, and of serving-time
-    data: {span name, "window" (the spans together, when several) or "serving": statistics}.
+    data: {span name, ALL (the spans together, when several) or "serving": statistics}.
     TFDV's cost is mostly per output, not per row: ~0.1 s per span (18 numeric taxi features)."""
     plain = tfdv.StatsOptions(num_quantiles_histogram_buckets=drift.QUANTILES)
     # one span: its statistics are the whole input's (TFDV always adds that slice, so slicing
@@ -96,7 +95,7 @@ def compute_statistics(config, entries: list[dict], serving_pattern: str | None,
             if name == "serving":
                 key = "serving"
             elif dataset.name in ("", tfdv.constants.DEFAULT_SLICE_KEY):  # unsliced statistics have no name
-                key = "window" if len(entries) > 1 else entries[0]["span"]
+                key = ALL if len(entries) > 1 else entries[0]["span"]
             else:
                 key = dataset.name
             out[key] = statistics_pb2.DatasetFeatureStatisticsList(datasets=[dataset])
@@ -199,13 +198,17 @@ def examples_of(feature: str, stats, schema) -> list[str]:
     return out
 
 
-def presence_shortfall_is_significant(fs, schema_feature, significance: float) -> bool:
-    """TFDV flags any presence below the schema's min_fraction, and on a small split a few missing
-    values do that by chance (seen: 22 of 25 against 0.9 on a clean 60-day span). The shortfall
-    counts when a binomial test says the feature is really present less often than that."""
-    common = getattr(fs, fs.WhichOneof("stats")).common_stats
-    present, total = common.num_non_missing, common.num_non_missing + common.num_missing
-    return bool(scipy_stats.binom.cdf(present, total, schema_feature.presence.min_fraction) < significance)
+def presence_shortfall_is_significant(present: int, total: int, schema_feature, significance: float) -> bool:
+    """TFDV flags any presence below the schema's min_fraction, and on a small span a few missing
+    values do that by chance (seen: 22 of 25 against 0.9 on a clean 60-day span; a feature present
+    in half the trips absent from a day's 2). The shortfall counts when a binomial test says the
+    feature is really present less often than that (a schema without min_fraction cannot say:
+    it counts)."""
+    expected = schema_feature.presence.min_fraction
+    return not expected or bool(scipy_stats.binom.cdf(present, total, expected) < significance)
+
+
+PRESENCE = (anomalies_pb2.AnomalyInfo.FEATURE_TYPE_LOW_FRACTION_PRESENT, anomalies_pb2.AnomalyInfo.FEATURE_TYPE_NOT_PRESENT)
 
 
 def findings_of(anomalies: anomalies_pb2.Anomalies, stats, schema, stats_path: Path, significance: float) -> list[dict]:
@@ -216,9 +219,10 @@ def findings_of(anomalies: anomalies_pb2.Anomalies, stats, schema, stats_path: P
     for feature, info in sorted(anomalies.anomaly_info.items()):
         reasons = info.reason or [anomalies_pb2.AnomalyInfo.Reason(description=info.description)]
         fs = drift.feature_stats(stats, feature)
+        present = getattr(fs, fs.WhichOneof("stats")).common_stats.num_non_missing if fs is not None and fs.WhichOneof("stats") else 0
         for reason in reasons:
-            if (reason.type == anomalies_pb2.AnomalyInfo.FEATURE_TYPE_LOW_FRACTION_PRESENT and fs is not None
-                    and not presence_shortfall_is_significant(fs, tfdv.get_feature(schema, feature), significance)):
+            if reason.type in PRESENCE and not presence_shortfall_is_significant(
+                    present, stats.datasets[0].num_examples, tfdv.get_feature(schema, feature), significance):
                 continue
             out.append({"feature": feature, "kind": kind(reason.type), "description": reason.description,
                         "examples": examples_of(feature, stats, schema), "statistics": str(stats_path)})
@@ -391,7 +395,7 @@ def run(config, output_dir: Path, examples: str) -> dict:
         for e in todo:
             kept[e["span"]] = computed[e["span"]]
             keep_statistics(e, kept[e["span"]])
-        first = computed.get("window") or kept.get(newest["span"])
+        first = computed.get(ALL) or kept.get(newest["span"])
         inferred = not schema_file.exists() and first is not None
         if inferred:
             write_schema(infer_schema(config, first), schema_file)

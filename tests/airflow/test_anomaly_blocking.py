@@ -18,7 +18,7 @@ from pipeline_lib.anomalies.tracker import Tracker
 
 DAY1 = dt.datetime(2016, 12, 18, tzinfo=dt.timezone.utc)  # a Sunday: its new span is the week before
 BAD_SPAN = "2016-12-11"
-SMALL = {"source": {"window_days": 365}, "training": {"steps": 300}, "alerts": ALERTS,
+SMALL = {"start_date": "2016-01-03", "source": {"window_days": 365}, "training": {"steps": 300}, "alerts": ALERTS,
          "validation": {"wait_timeout_seconds": 3, "poke_interval_seconds": 1}}
 
 

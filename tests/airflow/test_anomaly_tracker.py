@@ -40,7 +40,7 @@ def test_migrations_create_the_tables_in_a_sqlite_file(db_url, tmp_path):
     with sqlite3.connect(tmp_path / "anomalies.db") as con:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"anomaly", "anomaly_occurrence", "alembic_version"} <= tables
-        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
 
 
 def test_trackers_started_in_parallel_threads_all_work(db_url):
@@ -74,6 +74,22 @@ def test_an_existing_database_is_upgraded_with_its_records(db_url):
                          "'2016-12-31 10:00:00', '2016-12-31 10:00:00')"))
     (record,) = Tracker(db_url).list()
     assert (record["feature"], record["status"], record["alert_pending"]) == ("fare", "open", False)
+    assert record["opened_by"] is None, "opened before occurrences were recorded"
+
+
+def test_the_spans_of_open_blocking_records_seen_since_they_opened_are_blocked(db_url):
+    """What transform leaves out of training: a record's spans while it is open and blocking; after
+    a resolution, only the spans it was found in again."""
+    tracker = Tracker(db_url)
+    (bad,) = tracker.file("taxi", DAY, "run1", [{**NEW_VALUE, "spans": ["2016-12-11", "2016-12-18"]}])
+    tracker.file("taxi", DAY, "run1", [{**DRIFT, "spans": ["2016-12-25"]}])  # a warning blocks nothing
+    assert tracker.blocked_spans("taxi") == ["2016-12-11", "2016-12-18"] and tracker.blocked_spans("other") == []
+    assert bad["first_span"] == "2016-12-11" and bad["last_span"] == "2016-12-18"
+    tracker.resolve(bad["id"], "dana")
+    assert tracker.blocked_spans("taxi") == []
+    (again,) = tracker.file("taxi", DAY + dt.timedelta(days=7), "run2", [{**NEW_VALUE, "spans": ["2017-01-01"]}])
+    assert again["outcome"] == REOPENED and tracker.blocked_spans("taxi") == ["2017-01-01"]
+    assert [r["spans"] for r in again["runs"]] == [["2016-12-11", "2016-12-18"], ["2017-01-01"]]
 
 
 def test_an_alert_stays_pending_until_delivered(db_url):

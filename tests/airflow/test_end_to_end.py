@@ -16,7 +16,7 @@ from pipeline_fixtures import write_pipeline
 from pipeline_lib import artifacts, serving, settings
 
 DAY1 = dt.datetime(2016, 12, 25, tzinfo=dt.timezone.utc)  # a Sunday: taxi_tips is @weekly
-SMALL = {"source": {"window_days": 365}, "training": {"steps": 300}}
+SMALL = {"start_date": "2016-01-03", "source": {"window_days": 365}, "training": {"steps": 300}}
 
 PREDICT = """
 import json, struct, sys

@@ -23,7 +23,8 @@ from pipeline_lib import pages, serving, settings
 DAY1 = dt.datetime(2016, 12, 25, tzinfo=dt.timezone.utc)  # Sundays: taxi_tips is @weekly
 DAY2 = DAY1 + dt.timedelta(days=7)
 XSS = "<script>alert('pages')</script>"
-SMALL = {"source": {"window_days": 365}, "training": {"steps": 300}, "description": f"Tips {XSS}"}
+SMALL = {"start_date": "2016-01-03", "source": {"window_days": 365}, "training": {"steps": 300},
+         "description": f"Tips {XSS}"}
 # day 2: a shorter window (other data than day 1's); any AUC change passes (so version 2 is pushed
 # and compared with version 1); payment_type's drift against day 1 crosses its threshold, as a
 # warning that does not hold the run

@@ -259,18 +259,16 @@ def test_ingest_reads_what_the_table_has_when_columns_are_dropped_or_retyped(mak
 
 
 def test_a_presence_shortfall_counts_only_when_chance_does_not_explain_it():
-    """A clean 60-day taxi span's eval split had 22 of 25 dropoffs against min_fraction 0.9 (a
-    false alarm); a column that went NULL is a real one, however small the split."""
-    from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
+    """A clean 60-day taxi span's eval split had 22 of 25 dropoffs against min_fraction 0.9, and a
+    clean day's 2 trips had no company against 0.5 (false alarms); a column that went NULL is a
+    real one, however small the span, and a schema without min_fraction cannot say."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
 
     feature = schema_pb2.Feature(name="dropoff_latitude")
     feature.presence.min_fraction = 0.9
-
-    def stats(present, missing):
-        fs = statistics_pb2.FeatureNameStatistics(name="dropoff_latitude")
-        fs.num_stats.common_stats.num_non_missing, fs.num_stats.common_stats.num_missing = present, missing
-        return fs
-
-    assert not validate.presence_shortfall_is_significant(stats(22, 3), feature, 0.001)
-    assert validate.presence_shortfall_is_significant(stats(0, 25), feature, 0.001)
-    assert validate.presence_shortfall_is_significant(stats(2_200, 300), feature, 0.001), "0.88 of 2,500 is real"
+    assert not validate.presence_shortfall_is_significant(22, 25, feature, 0.001)
+    assert validate.presence_shortfall_is_significant(0, 25, feature, 0.001)
+    assert validate.presence_shortfall_is_significant(2_200, 2_500, feature, 0.001), "0.88 of 2,500 is real"
+    feature.presence.min_fraction = 0.5
+    assert not validate.presence_shortfall_is_significant(0, 2, feature, 0.001)
+    assert validate.presence_shortfall_is_significant(0, 2, schema_pb2.Feature(name="any"), 0.001)

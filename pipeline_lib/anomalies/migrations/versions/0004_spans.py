@@ -1,5 +1,5 @@
-"""anomaly_occurrence.spans: the spans a run found the anomaly in; anomaly.opened_at: when the
-record last became open, so that the spans it blocks are those seen since
+"""anomaly_occurrence.spans: the spans a run found the anomaly in; anomaly.opened_by: the occurrence
+that last opened the record (new or reopened), so that the spans it blocks are those seen since
 
 Revision ID: 0004
 Revises: 0003
@@ -17,12 +17,12 @@ def upgrade() -> None:
     with op.batch_alter_table("anomaly_occurrence") as batch:
         batch.add_column(sa.Column("spans", sa.JSON, nullable=True))
     with op.batch_alter_table("anomaly") as batch:
-        batch.add_column(sa.Column("opened_at", sa.DateTime(timezone=True), nullable=True))
-    op.execute("UPDATE anomaly SET opened_at = created_at")
+        batch.add_column(sa.Column("opened_by", sa.Integer, nullable=True))
+    op.execute("UPDATE anomaly SET opened_by = (SELECT min(o.id) FROM anomaly_occurrence o WHERE o.anomaly_id = anomaly.id)")
 
 
 def downgrade() -> None:
     with op.batch_alter_table("anomaly") as batch:
-        batch.drop_column("opened_at")
+        batch.drop_column("opened_by")
     with op.batch_alter_table("anomaly_occurrence") as batch:
         batch.drop_column("spans")
