@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import uuid
 from pathlib import Path
 
 MAX_NEW_UNITS = 4
@@ -142,9 +141,11 @@ def keep(folders: list) -> None:
     """Each written unit into its oldest span's folder, in one rename (an entry without
     accumulators, e.g. a vocabulary of no values, is an empty file)."""
     for folder, oldest in folders:
-        for name in json.loads((folder / UNIT_RECORD).read_text())["entries"].values():
+        unit = json.loads((folder / UNIT_RECORD).read_text())
+        for name in unit["entries"].values():
             (folder / name).touch()
-        target = Path(oldest["path"]) / FOLDER / f"{len(json.loads((folder / UNIT_RECORD).read_text())['spans'])}" \
-            f"-{uuid.uuid4().hex[:8]}"
+        # named by what it holds: the same spans analyzed again replace it
+        target = Path(oldest["path"]) / FOLDER / f"{len(unit['spans'])}-{_digest(json.dumps(unit).encode())[:12]}"
         target.parent.mkdir(exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
         shutil.move(str(folder), str(target))

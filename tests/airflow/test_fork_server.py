@@ -27,25 +27,29 @@ SPAN = dt.date(2014, 3, 1)
 SMALL = {"name": "taxi_small", "source": {"window_days": 90}, "training": {"steps": 100, "batch_size": 32}}
 WAYS = ("fresh", "forked")
 
-# the artifacts' content, in the ML environment: examples and statistics parsed (proto maps
-# serialize in a per-process order), the model by its predictions
+# the artifacts' content, in the ML environment: the spans' examples and statistics parsed (proto
+# maps serialize in a per-process order), the transform graph's vocabularies, the model by its
+# predictions
 DIGEST = """
 import hashlib, json, sys
 from pathlib import Path
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import statistics_pb2
-run = Path(sys.argv[1])
+root, run = Path(sys.argv[1]), Path(sys.argv[2])
 records = lambda path: [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
 sha = lambda items: hashlib.sha256(b"".join(items)).hexdigest()
 out = {}
-for path in sorted(run.glob("*/**/*.tfrecord")):
-    rel = str(path.relative_to(run))
-    if rel.startswith(("ingest/", "transform/")):
-        out[rel] = sha(tf.train.Example.FromString(r).SerializeToString(deterministic=True) for r in records(path))
-    elif rel.startswith("validate/"):  # one binary proto
+for path in sorted(root.glob("spans/*/*/*.tfrecord")):
+    rel = str(path.relative_to(root))
+    if rel.endswith("statistics/stats.tfrecord"):  # one binary proto
         stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(path.read_bytes())
         out[rel] = sha([stats.SerializeToString(deterministic=True)])
-examples = [tf.train.Example.FromString(r) for r in records(run / "ingest/eval/data-00000.tfrecord")[:50]]
+    else:
+        out[rel] = sha(tf.train.Example.FromString(r).SerializeToString(deterministic=True) for r in records(path))
+for path in sorted(run.glob("transform/transform_graph/transform_fn/assets/*")):
+    out[str(path.relative_to(run))] = sha([path.read_bytes()])
+eval_files = sorted(root.glob("spans/*/eval/*.tfrecord"))
+examples = [tf.train.Example.FromString(r) for path in eval_files for r in records(path)][:50]
 for e in examples:
     del e.features.feature["tips"]
 model = tf.saved_model.load(str(run / "train/model"))
@@ -145,11 +149,12 @@ def test_every_step_forked_gives_what_a_fresh_process_gives(both_ways):
     assert forked["evaluate"]["blessed"] and forked["push"]["pushed"]
 
     run = lambda root: root / "artifacts" / "taxi_small" / "runs" / SPAN.isoformat()
-    digests = [json.loads(subprocess.run([str(settings.ml_python()), "-c", DIGEST, str(run(root))], check=True,
-                                         capture_output=True, text=True).stdout.splitlines()[-1])
+    digests = [json.loads(subprocess.run([str(settings.ml_python()), "-c", DIGEST, str(run(root).parents[1]), str(run(root))],
+                                         check=True, capture_output=True, text=True).stdout.splitlines()[-1])
                for root in (fresh_root, forked_root)]
     assert digests[0] == digests[1]
-    assert {"ingest/train/data-00000.tfrecord", "validate/train.stats.tfrecord"} <= set(digests[0])
+    first = forked["ingest"]["spans"][0]["span"]
+    assert {f"spans/{first}/train/data-00000.tfrecord", f"spans/{first}/statistics/stats.tfrecord"} <= set(digests[0])
     assert any(k.startswith("transform/") for k in digests[0]) and len(digests[0]["predictions"]) == 50
     for name in ("evaluate/slices.json", "evaluate/blessing.json"):
         texts = [(run(root) / name).read_text().replace(str(root), "<root>") for root in (fresh_root, forked_root)]

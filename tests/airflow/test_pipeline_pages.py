@@ -26,12 +26,14 @@ XSS = "<script>alert('pages')</script>"
 SMALL = {"start_date": "2016-01-03", "source": {"window_days": 365}, "training": {"steps": 300},
          "description": f"Tips {XSS}"}
 # day 2: a shorter window (other data than day 1's); any AUC change passes (so version 2 is pushed
-# and compared with version 1); payment_type's drift against day 1 crosses its threshold, as a
-# warning that does not hold the run
+# and compared with version 1); every change counts as significant, so payment_type's drift against
+# the spans before crosses its threshold, as a warning that does not hold the run (and so does
+# whatever else changed: no level blocks, and schema, data and label findings warn)
+WARN_ONLY = {"drift": 0.1, "skew": 0.1}
 DAY2_CONFIG = merge(SMALL, {"source": {"window_days": 200}, "evaluation": {"thresholds": {"AUC": {"change_absolute": -1.0}}},
-                            "validation": {"significance": 0.999,
-                                           "features": {"payment_type": {"drift": 1e-9, "drift_block": None,
-                                                                         "severity": "warning"}}}})
+                            "validation": {"significance": 0.999, "severity": {"schema": "warning", "data": "warning", "label": "warning"},
+                                           "numbers": WARN_ONLY, "categories": WARN_ONLY, "strings": WARN_ONLY,
+                                           "features": {"payment_type": {"drift": 1e-9, "severity": "warning"}}}})
 
 
 @pytest.fixture(scope="module")
