@@ -153,9 +153,11 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=1000)
     parser.add_argument("--baseline", type=Path, help="a checkout whose window run to measure on the same rows")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (the runs' artifacts)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="span-bench-") as tmp:
-        reports = [bench(rows, args.window_days, args.days, args.train_steps, args.baseline, Path(tmp) / str(rows))
+        work = args.keep or Path(tmp)
+        reports = [bench(rows, args.window_days, args.days, args.train_steps, args.baseline, work / str(rows))
                    for rows in args.rows]
     if args.json:
         args.json.write_text(json.dumps({"measured": dt.datetime.now(dt.timezone.utc).isoformat(),

@@ -99,8 +99,8 @@ class Tracker:
              owner: str | None = None, run_url: str | None = None, statistics: str | None = None,
              worse_margin: float = 0.5) -> list[dict]:
         """Record one run's findings (dicts with feature, kind, description, severity, examples and
-        optionally the spans and the statistics they were found in, else the run's `span` and
-        `statistics`; a `statistic` value and new `values` to judge a recurrence by). Returns each
+        optionally the data spans and the statistics they were found in, else the run's `span` (its
+        logical date) and `statistics`; a `statistic` value and new `values` to judge a recurrence by). Returns each
         record with `outcome` (new, reopened, worse or recurring) and `alert_pending`: a new,
         reopened or worse record stays pending until `alerted`, so an alert that failed or had no
         channel goes out later."""
@@ -114,10 +114,9 @@ class Tracker:
                 ).one_or_none()
                 examples = list(f.get("examples") or [])
                 found_in = sorted(f.get("spans") or [span.isoformat()])
-                first, last = dt.date.fromisoformat(found_in[0]), dt.date.fromisoformat(found_in[-1])
                 if record is None:
                     record = Anomaly(pipeline=pipeline, feature=f["feature"], kind=f["kind"], status="open",
-                                     owner=owner, first_span=first, last_span=last, occurrences=0, alert_pending=True)
+                                     owner=owner, first_span=span, last_span=span, occurrences=0, alert_pending=True)
                     s.add(record)
                     outcome = NEW
                 elif record.status in OPEN and not _worse(record, f, worse_margin):
@@ -132,12 +131,11 @@ class Tracker:
                 record.description, record.severity, record.examples = f["description"], f["severity"], examples
                 if outcome != RECURRING and f.get("statistic") is not None:
                     record.statistic = f["statistic"]
-                record.first_span, record.last_span = min(record.first_span, first), max(record.last_span, last)
-                record.updated_at = now()
+                record.last_span, record.updated_at = max(record.last_span, span), now()
                 already = any(r.run_id == run_id for r in record.runs)  # a retried task files again
                 if not already:
                     record.occurrences += 1
-                    occurrence = Occurrence(run_id=run_id, span=last, spans=found_in, run_url=run_url,
+                    occurrence = Occurrence(run_id=run_id, span=span, spans=found_in, run_url=run_url,
                                             statistics=f.get("statistics") or statistics,
                                             description=f["description"], examples=examples)
                     record.runs.append(occurrence)
@@ -186,11 +184,11 @@ class Tracker:
     def blocked_spans(self, pipeline: str) -> list[str]:
         """The spans that open blocking records were found in since they last became open: they
         stay out of training until resolved or accepted."""
-        query = select(Occurrence.spans, Occurrence.span).join(Anomaly).where(
+        query = select(Occurrence.spans).join(Anomaly).where(
             Anomaly.pipeline == pipeline, Anomaly.status.in_(OPEN), Anomaly.severity == "blocking",
             Occurrence.id >= Anomaly.opened_by)
-        with self.session() as s:
-            return sorted({name for found_in, span in s.execute(query) for name in found_in or [span.isoformat()]})
+        with self.session() as s:  # (occurrences filed before spans were recorded have none)
+            return sorted({name for found_in in s.scalars(query) for name in found_in or []})
 
     # -- working --------------------------------------------------------------------------------
 
