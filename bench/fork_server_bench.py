@@ -22,10 +22,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from pipeline_fixtures import write_pipeline  # noqa: E402
+from pipeline_fixtures import write_pipeline
 
-from pipeline_lib import artifacts, fork_server, settings  # noqa: E402
-from pipeline_lib.launchers import LocalLauncher  # noqa: E402
+from pipeline_lib import artifacts, fork_server, settings
+from pipeline_lib.launchers import LocalLauncher
 
 SPAN = dt.date(2017, 1, 1)
 WAYS = ("fresh", "forked")
@@ -69,7 +69,7 @@ def main() -> None:
     print(f"{'all steps':<15} {total['fresh']:>8.2f} {total['forked']:>9.2f} {total['fresh'] - total['forked']:>8.2f}")
     print("load average:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     if args.json:
-        args.json.write_text(json.dumps({"measured": dt.datetime.now(dt.timezone.utc).isoformat(),
+        args.json.write_text(json.dumps({"measured": dt.datetime.now(dt.UTC).isoformat(),
                                          "load_average": os.getloadavg(), "server_start_seconds": round(server_start, 2),
                                          "server_import_seconds": imported, "steps": figures}, indent=2))
 

@@ -31,7 +31,12 @@ def materialize(config, graph: str, entries: list[dict], out: Path) -> float:
     from tfx_bsl.coders import example_coder
 
     from pipeline_lib import spans
-    from pipeline_lib.beam import batch_size, beam_pipeline, examples_source, read_examples
+    from pipeline_lib.beam import (
+        batch_size,
+        beam_pipeline,
+        examples_source,
+        read_examples,
+    )
 
     raw_schema = metadata_io.read_metadata(str(Path(graph) / "metadata")).schema
     source = examples_source(schema=raw_schema)

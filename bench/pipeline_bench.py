@@ -10,7 +10,8 @@ before each task is queued, its queue wait, its run and its step's own seconds.
 Train runs one epoch over the train split (`--train-steps` sets a fixed number instead). Sizes
 above the sample's 15,002 rows are drawn from it by a seeded resampler: whole rows with
 replacement, chosen by a hash of the row number and the seed (so each column's distribution is
-kept and the draw repeats), each copy's timestamp moved by under an hour so copies stay distinct.
+kept and the draw repeats), each copy's timestamp moved by under an hour and its trip_seconds by under 10 so
+copies stay distinct (the duplicate check counts repeated rows).
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from local_airflow import finished, local_airflow  # noqa: E402
-from pipeline_fixtures import write_pipeline  # noqa: E402
+from local_airflow import finished, local_airflow
+from pipeline_fixtures import write_pipeline
 
-from pipeline_lib import artifacts, fork_server, settings  # noqa: E402
-from pipeline_lib.config import load_config  # noqa: E402
+from pipeline_lib import artifacts, fork_server, settings
+from pipeline_lib.config import load_config
 
 AIRFLOW = REPO / ".venv-airflow" / "bin" / "airflow"
 SPAN = dt.date(2017, 1, 1)
@@ -56,8 +57,10 @@ def resample(source: Path, target: Path, rows: int, seed: int = 42) -> None:
             WITH numbered AS (SELECT *, row_number() OVER () - 1 AS n FROM src.taxi_trips),
                  draws AS (SELECT (hash(i + {seed}) % {SAMPLE_ROWS})::BIGINT AS n, i FROM range({rows}) r(i))
             SELECT numbered.* EXCLUDE (n) REPLACE (
-                       CASE WHEN draws.i < {SAMPLE_ROWS} THEN trip_start_timestamp
-                            ELSE trip_start_timestamp + (hash(draws.i) % 3600)::BIGINT END AS trip_start_timestamp)
+                       -- each copy's time moved by under an hour and its trip_seconds by under 10,
+                       -- so that copies are not duplicated rows
+                       trip_start_timestamp + (hash(draws.i) % 3600)::BIGINT AS trip_start_timestamp,
+                       trip_seconds + (hash(draws.i) // 3600 % 10)::BIGINT AS trip_seconds)
             FROM draws JOIN numbered USING (n)""")
 
 
@@ -80,7 +83,7 @@ def arrow_floor(config, span: dt.date) -> float:
     """The floor under validate and transform: one pyarrow pass over the same window's rows, read
     from the warehouse, with the per-column statistics TFDV computes (counts, missing, min/max/mean/
     std, distinct values of strings)."""
-    end = int(dt.datetime.combine(span, dt.time(), tzinfo=dt.timezone.utc).timestamp())
+    end = int(dt.datetime.combine(span, dt.time(), tzinfo=dt.UTC).timestamp())
     src = config.source
     start = time.perf_counter()
     with duckdb.connect(str(src.database_path()), read_only=True) as con:
@@ -88,7 +91,7 @@ def arrow_floor(config, span: dt.date) -> float:
                         f'>= ? AND {src.timestamp_column} < ?', params=[end - src.window_days * 86400, end]).to_arrow_table()
     for name in table.column_names:
         column = table[name]
-        column.null_count
+        _ = column.null_count
         if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
             pc.min_max(column), pc.mean(column), pc.stddev(column), pc.quantile(column, q=[0.1 * i for i in range(11)])
         else:
@@ -109,7 +112,7 @@ def run_dag(env: dict) -> tuple[float, dict, dict]:
     duration (as Airflow recorded it). Its warm ML process is stopped after it."""
     subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True)
     start = time.perf_counter()
-    proc = subprocess.run([str(AIRFLOW), "dags", "test", "taxi_tips", SPAN.isoformat()], env=env,
+    proc = subprocess.run([str(AIRFLOW), "dags", "test", "taxi_tips", SPAN.isoformat()], env=env, check=False,
                           capture_output=True, text=True)
     seconds = time.perf_counter() - start
     fork_server.stop(Path(env["PIPELINE_RUNTIME_DIR"]))
@@ -138,7 +141,7 @@ def run_scheduled(env: dict) -> tuple[dt.datetime, dict, list[dict], dict]:
     with local_airflow(home, env, home / "make-airflow.log") as api:
         api.wait(lambda: api.call("GET", "/api/v2/dags/taxi_tips"), "taxi_tips to be parsed", 120)
         api.call("PATCH", "/api/v2/dags/taxi_tips", {"is_paused": False})
-        triggered = dt.datetime.now(dt.timezone.utc)
+        triggered = dt.datetime.now(dt.UTC)
         run = api.call("POST", "/api/v2/dags/taxi_tips/dagRuns", {"logical_date": f"{SPAN}T00:00:00Z"})
         run = api.wait(lambda: finished(api, run["dag_run_id"]), "the triggered run", 4 * 3600)
         tis = api.call("GET", f"/api/v2/dags/taxi_tips/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
@@ -268,7 +271,7 @@ def main() -> None:
         reports = [bench_size(rows, Path(tmp) / str(rows), args.train_steps, args.scheduler) for rows in args.rows]
     print_table(reports)
     if args.json:
-        args.json.write_text(json.dumps({"measured": dt.datetime.now(dt.timezone.utc).isoformat(),
+        args.json.write_text(json.dumps({"measured": dt.datetime.now(dt.UTC).isoformat(),
                                          "cpus": os.cpu_count(), "runs": reports}, indent=2))
 
 

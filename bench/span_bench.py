@@ -30,9 +30,9 @@ import duckdb
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from pipeline_fixtures import write_pipeline  # noqa: E402
+from pipeline_fixtures import write_pipeline
 
-from pipeline_lib import fork_server, settings  # noqa: E402
+from pipeline_lib import fork_server, settings
 
 SAMPLE_ROWS = 15_002
 FIRST_DAY = dt.date(2016, 1, 1)
@@ -41,8 +41,10 @@ STEPS = ("ingest", "validate", "transform", "train", "evaluate", "infra_validate
 
 def bench_table(target: Path, rows_per_day: int, days: int, seed: int = 42) -> None:
     """`days` days of `rows_per_day` taxi rows each (drawn from the sample with replacement by a
-    seeded hash), in the sample's time order, each row's time of day kept."""
-    start = int(dt.datetime.combine(FIRST_DAY, dt.time(), tzinfo=dt.timezone.utc).timestamp())
+    seeded hash), in the sample's time order. A day holds ~100 copies of each of its sample rows:
+    each copy's time of day moves by under an hour (within the day) and its trip_seconds by under
+    10 by its draw, so that copies are not duplicated rows (0.1% of a day's rows are)."""
+    start = int(dt.datetime.combine(FIRST_DAY, dt.time(), tzinfo=dt.UTC).timestamp())
     total = rows_per_day * days
     with duckdb.connect(str(target)) as con:
         con.execute(f"ATTACH '{settings.REPO_ROOT / '.data' / 'warehouse.duckdb'}' AS src (READ_ONLY)")
@@ -52,8 +54,9 @@ def bench_table(target: Path, rows_per_day: int, days: int, seed: int = 42) -> N
                  draws AS (SELECT i, CASE WHEN {total} <= {SAMPLE_ROWS} THEN i * {SAMPLE_ROWS} // {total}
                                           ELSE (hash(i + {seed}) % {SAMPLE_ROWS})::BIGINT END AS n FROM range({total}) r(i)),
                  ordered AS (SELECT draws.i, numbered.* EXCLUDE (n) FROM draws JOIN numbered USING (n))
-            SELECT * EXCLUDE (i, r) REPLACE ({start} + r // {rows_per_day} * 86400 + trip_start_timestamp % 86400
-                                             AS trip_start_timestamp)
+            SELECT * EXCLUDE (i, r) REPLACE ({start} + r // {rows_per_day} * 86400
+                                             + (trip_start_timestamp % 86400 + i % 3600) % 86400 AS trip_start_timestamp,
+                                             trip_seconds + i // 3600 % 10 AS trip_seconds)
             FROM (SELECT *, row_number() OVER (ORDER BY trip_start_timestamp, i) - 1 AS r FROM ordered)""")
 
 
@@ -74,7 +77,10 @@ def run(env: dict, day: dt.date) -> dict:
     """One `airflow dags test` of taxi_tips for `day`: its wall time and each step's result."""
     airflow = str(REPO / ".venv-airflow" / "bin" / "airflow")
     start = time.perf_counter()
-    proc = subprocess.run([airflow, "dags", "test", "taxi_tips", day.isoformat()], env=env, capture_output=True, text=True)
+    # from the checkout's folder: the launcher drops PYTHONPATH, and `python -m` puts the working
+    # folder first on the ML environment's path (where this checkout's pipeline_lib is installed)
+    proc = subprocess.run([airflow, "dags", "test", "taxi_tips", day.isoformat()], env=env, cwd=env["PYTHONPATH"], check=False,
+                          capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"the run of {day} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
@@ -115,7 +121,7 @@ def bench(rows: int, window_days: int, days: int, train_steps: int, baseline: Pa
     first = FIRST_DAY + dt.timedelta(days=window_days)
     overrides = {"schedule": "@daily", "start_date": FIRST_DAY.isoformat(), "end_date": (first + dt.timedelta(days=days)).isoformat(),
                  "source": {"window_days": window_days, "timestamp_unit": "epoch_seconds"},
-                 "training": {"steps": train_steps},
+                 "training": {"steps": train_steps}, "validation": {"wait_timeout_seconds": 30},
                  "evaluation": {"thresholds": {"AUC": {"lower_bound": 0.5}, "BinaryAccuracy": {"lower_bound": 0.5}}}}
     out = {"rows": rows, "window_days": window_days, "rows_per_day": rows // window_days, "runs": []}
     trees = {"spans": REPO, **({"window (baseline)": baseline} if baseline else {})}
@@ -125,11 +131,11 @@ def bench(rows: int, window_days: int, days: int, train_steps: int, baseline: Pa
         env = environment(tree, folder, warehouse)
         subprocess.run([str(REPO / ".venv-airflow" / "bin" / "airflow"), "db", "migrate"], env=env, check=True,
                        capture_output=True)
-        dates = [first + dt.timedelta(days=d) for d in range(days + 1)] if name == "spans" else [first + dt.timedelta(days=days)]
+        # the window run measured is the last day's, with the day before's model serving (as daily)
+        dates = [first + dt.timedelta(days=d) for d in range(days + 1) if name == "spans" or d >= days - 1]
         try:
             for day in dates:
-                out["runs"].append({"code": name, "kind": "first" if day == first and name == "spans" else
-                                    "daily" if name == "spans" else "window", **run(env, day)})
+                out["runs"].append({"code": name, "kind": "first" if day == dates[0] else "daily", **run(env, day)})
                 print_run(out["runs"][-1])
         finally:
             fork_server.stop(Path(env["PIPELINE_RUNTIME_DIR"]))
@@ -160,7 +166,7 @@ def main() -> None:
         reports = [bench(rows, args.window_days, args.days, args.train_steps, args.baseline, work / str(rows))
                    for rows in args.rows]
     if args.json:
-        args.json.write_text(json.dumps({"measured": dt.datetime.now(dt.timezone.utc).isoformat(),
+        args.json.write_text(json.dumps({"measured": dt.datetime.now(dt.UTC).isoformat(),
                                          "cpus": os.cpu_count(), "benches": reports}, indent=2))
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import duckdb  # noqa: E402
-from pipeline_fixtures import DENSE_FIRST_DAY, dense_table, write_pipeline  # noqa: E402
+import duckdb
+from pipeline_fixtures import DENSE_FIRST_DAY, dense_table, write_pipeline
 
 WINDOW = 28
 FIRST_RUN = DENSE_FIRST_DAY + dt.timedelta(days=WINDOW + 1)
@@ -107,7 +107,7 @@ def main() -> None:
     print_clean("dense daily spans, 58 days", clean_drift(clean, [spans.record(clean.name, s.name) for s in last]))
     print(f"  30 clean daily runs: {findings} findings")
 
-    start = int(dt.datetime.combine(FIRST_RUN, dt.time(), tzinfo=dt.timezone.utc).timestamp())
+    start = int(dt.datetime.combine(FIRST_RUN, dt.time(), tzinfo=dt.UTC).timestamp())
     bounds = f"trip_start_timestamp >= {start} AND trip_start_timestamp < {start + 86400}"
     history = daily("history", database)
     run(history, FIRST_RUN, ("ingest", "validate", "transform"))

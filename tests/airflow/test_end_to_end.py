@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 from pipeline_fixtures import write_pipeline
 
 from pipeline_lib import artifacts, serving, settings

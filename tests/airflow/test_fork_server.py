@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 from pipeline_fixtures import warehouse_copy, write_pipeline
 
 from pipeline_lib import artifacts, fork_server, settings

@@ -4,7 +4,6 @@ refusal: exit 0; a failed step with the first line of its error, or blocking ano
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import pytest
 
