@@ -30,6 +30,7 @@ import duckdb
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+from pipeline_bench import isolated  # this folder's (bench/)
 from pipeline_fixtures import write_pipeline
 
 from pipeline_lib import fork_server, settings
@@ -63,12 +64,10 @@ def bench_table(target: Path, rows_per_day: int, days: int, seed: int = 42) -> N
 def environment(tree: Path, work: Path, warehouse: Path) -> dict:
     """The variables of `make` for the checkout `tree`, with this run's own AIRFLOW_HOME, artifact
     store, model repository, tracker and warm ML process; its pipeline_lib first on the path."""
-    return {**os.environ, "PYTHONPATH": str(tree), "AIRFLOW_HOME": str(work / "airflow"),
+    return {**isolated(dict(os.environ), work), "PYTHONPATH": str(tree),
             "AIRFLOW__CORE__DAGS_FOLDER": str(tree / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(tree / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PIPELINES_DIR": str(work / "pipelines"),
-            "PIPELINE_WAREHOUSE": str(warehouse), "PIPELINE_ARTIFACT_ROOT": str(work / "artifacts"),
-            "PIPELINE_SERVING_ROOT": str(work / "serving"), "PIPELINE_ANOMALY_DB": f"sqlite:///{work / 'anomalies.db'}",
-            "PIPELINE_RUNTIME_DIR": str(work / "run"),
+            "PIPELINE_WAREHOUSE": str(warehouse),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "pipeline_lib.airflow_sqlite.CONNECT_ARGS"
             if (tree / "pipeline_lib" / "airflow_sqlite.py").exists() else ""}
 
@@ -100,7 +99,6 @@ def figures(results: dict) -> dict:
         if step in results:
             launch = results[step]["launch"]
             steps[step] = {"seconds": launch["seconds"], "peak_rss_mib": launch["peak_rss_mib"]}
-    steps["validate"]["rows_per_s"] = round(sum(rows.values()) / steps["validate"]["seconds"])
     out = {"window_rows": sum(rows.values()), "steps": steps,
            "metrics": results["evaluate"]["metrics"]["candidate"], "blessed": results["evaluate"]["blessed"],
            "evaluated_rows": results["evaluate"]["metrics"]["candidate"].get("example_count")}
@@ -108,9 +106,13 @@ def figures(results: dict) -> dict:
         analysis = results["transform"]["analysis"]
         out["analysis"] = analysis
         out["ingested_spans"] = len(results["ingest"]["ingested"])
+        ingested = set(results["ingest"]["ingested"])  # the spans validate computes statistics of
+        read = sum(sum(e["rows"].values()) for e in results["ingest"]["spans"] if e["span"] in ingested)
+        steps["validate"]["rows_per_s"] = round(read / steps["validate"]["seconds"])
         steps["transform"]["rows_per_s"] = round(analysis["read_rows"] / steps["transform"]["seconds"])
     else:
-        steps["transform"]["rows_per_s"] = round(sum(rows.values()) / steps["transform"]["seconds"])
+        for step in ("validate", "transform"):
+            steps[step]["rows_per_s"] = round(sum(rows.values()) / steps[step]["seconds"])
     return out
 
 
