@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PIP_VERSION := 26.3
 UV_VERSION := 0.13.9
+RUFF_VERSION := 0.17.6
 # the taxi sample ships inside this wheel (PyPI, Apache-2.0); its hash is checked on download
 TFX_WHEEL := tfx-1.16.0-py3-none-any.whl
 TFX_SHA256 := 967edcb295abd566e494f5dfe89810130ceb16180f34d0eb009b284a5ece22b8
@@ -12,7 +13,7 @@ DEMO_DATE ?= 2017-01-01
 
 TOOLS := .venv-tools
 UV := $(TOOLS)/bin/uv
-TOOLS_STAMP := $(TOOLS)/.pip-$(PIP_VERSION)-uv-$(UV_VERSION)
+TOOLS_STAMP := $(TOOLS)/.pip-$(PIP_VERSION)-uv-$(UV_VERSION)-ruff-$(RUFF_VERSION)
 AF := .venv-airflow
 ML := .venv-ml
 DATA := .data
@@ -29,11 +30,11 @@ export AIRFLOW__API__HOST := 127.0.0.1
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS := pipeline_lib.airflow_sqlite.CONNECT_ARGS
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC := pipeline_lib.airflow_sqlite.CONNECT_ARGS
 
-.PHONY: envs data airflow-init airflow demo test bench lock clean browser
+.PHONY: envs data airflow-init airflow demo lint test bench lock clean browser
 
 $(TOOLS_STAMP):
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION) uv==$(UV_VERSION)
+	$(TOOLS)/bin/python -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION) uv==$(UV_VERSION) ruff==$(RUFF_VERSION)
 	rm -f $(TOOLS)/.pip-*-uv-*
 	touch $@
 
@@ -87,7 +88,11 @@ browser:
 	command -v chromium > /dev/null && command -v chromedriver > /dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver > /dev/null; }
 
-test: envs data browser
+# ruff's settings are in pyproject.toml; the tests start only when it finds nothing
+lint: | $(TOOLS_STAMP)
+	$(TOOLS)/bin/ruff check --quiet
+
+test: lint envs data browser
 	ml=0; $(ML)/bin/python -m pytest tests/ml -q -p no:cacheprovider || ml=$$?; \
 	af=0; $(AF)/bin/python -m pytest tests/airflow -q -p no:cacheprovider || af=$$?; \
 	echo "ML environment: exit $$ml; Airflow environment: exit $$af"; exit $$(( ml || af ))

@@ -25,6 +25,7 @@ reads one span. (A unit goes with its oldest span's folder.)
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -69,7 +70,7 @@ def split(items: list, parts: int) -> list[list]:
     """`items` in order, in at most `parts` runs of (nearly) equal length."""
     parts = min(parts, len(items))
     bounds = [round(i * len(items) / parts) for i in range(parts + 1)] if parts else []
-    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [items[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def units_to_read(rest: list[dict], newest: str) -> list[list[dict]]:

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             step = importlib.import_module(f"pipeline_lib.steps.{args.step}")
             result = step.run(config, output_dir=args.output_dir, **kwargs)
         code = 0
-    except Exception as e:  # the step's own message goes back to Airflow
+    except Exception as e:  # noqa: BLE001 - the step's own message goes back to Airflow
         traceback.print_exc()
         result, code = {"error": f"{type(e).__name__}: {e}"}, 1
     if args.result_file:

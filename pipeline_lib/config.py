@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline_lib import settings
 from pipeline_lib.artifacts import STEPS
@@ -219,7 +227,7 @@ class Evaluation(_Strict):
         default="macro", description="multiclass: how per-class Precision/Recall make one number")
     top_k: list[PositiveInt] = Field(default=[], description="multiclass: also Precision/Recall of the top k classes")
 
-    def for_task(self, task: str) -> "Evaluation":
+    def for_task(self, task: str) -> Evaluation:
         """This section with the task's defaults filled in and every metric checked against it."""
         metrics = self.metrics or DEFAULT_METRICS[task]
         thresholds = DEFAULT_THRESHOLDS[task] if self.thresholds is None else self.thresholds
@@ -418,7 +426,7 @@ class Graded(_Strict):
     skew: float | None = Field(default=None, gt=0, description="the new span vs serving-time data")
     skew_block: float | None = Field(default=None, gt=0)
 
-    def levels(self, kind: str, fallback: "Graded") -> tuple[float | None, float | None]:
+    def levels(self, kind: str, fallback: Graded) -> tuple[float | None, float | None]:
         """(threshold, block level) of DRIFT or SKEW: this feature's where it sets them (an
         explicit null turns the check off), else `fallback`'s (the platform's per type)."""
         name = kind.lower()

@@ -153,7 +153,7 @@ class ForkedStep:
     def __init__(self, sock: socket.socket, argv: list[str], env: dict[str, str], cwd: str):
         read_end, write_end = os.pipe()
         self.sock, self.returncode = sock, None
-        self.stdout = open(read_end, encoding="utf-8", errors="replace")
+        self.stdout = open(read_end, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by close()
         try:
             socket.send_fds(sock, [json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()], [write_end])
             reply = self._receive()
@@ -193,10 +193,9 @@ class ForkedStep:
 def stop(runtime_dir: Path):
     """Ask every server under `runtime_dir` to exit (they do once their running steps finish)."""
     for path in runtime_dir.glob("ml-*.sock"):
-        with contextlib.closing(_connect_once(path) or socket.socket()) as sock:
-            with contextlib.suppress(OSError):
-                sock.send(json.dumps({"stop": True}).encode())
-                sock.recv(_MESSAGE)
+        with contextlib.closing(_connect_once(path) or socket.socket()) as sock, contextlib.suppress(OSError):
+            sock.send(json.dumps({"stop": True}).encode())
+            sock.recv(_MESSAGE)
 
 
 # ------------------------------------------------------------------------------------ server side
@@ -324,7 +323,7 @@ class Server:
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a forked step reports any failure as its exit code
             import traceback
 
             traceback.print_exc()

@@ -17,7 +17,7 @@ def duckdb_rows_since(config, since: dt.date) -> int:
     import duckdb
 
     src = config.source
-    bound = dt.datetime.combine(since, dt.time(), tzinfo=dt.timezone.utc)
+    bound = dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC)
     value = int(bound.timestamp()) if src.timestamp_unit == "epoch_seconds" else bound
     with duckdb.connect(str(src.database_path()), read_only=True) as con:
         return con.execute(f'SELECT count(*) FROM {src.table} WHERE "{src.timestamp_column}" >= ?',

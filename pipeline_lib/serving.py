@@ -64,7 +64,7 @@ def _add_version(model_dir: Path, source: Path, provenance: dict) -> tuple[int, 
     shutil.copytree(source, tmp)
     (tmp / RECORD).parent.mkdir(exist_ok=True)
     (tmp / RECORD).write_text(json.dumps({**provenance, "version": version,
-                                          "published_at": dt.datetime.now(dt.timezone.utc).isoformat()},
+                                          "published_at": dt.datetime.now(dt.UTC).isoformat()},
                                          indent=2, sort_keys=True))
     final = model_dir / str(version)
     tmp.rename(final)

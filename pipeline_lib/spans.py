@@ -45,8 +45,8 @@ class Span:
 
     def bounds(self) -> tuple[dt.datetime, dt.datetime]:
         """[start, end) as UTC datetimes."""
-        return (dt.datetime.combine(self.start, dt.time(), tzinfo=dt.timezone.utc),
-                dt.datetime.combine(self.end, dt.time(), tzinfo=dt.timezone.utc))
+        return (dt.datetime.combine(self.start, dt.time(), tzinfo=dt.UTC),
+                dt.datetime.combine(self.end, dt.time(), tzinfo=dt.UTC))
 
 
 def newest(config, run_date: dt.date) -> Span:

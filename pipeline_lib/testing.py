@@ -32,10 +32,9 @@ ARROW_TYPES = {schema_pb2.INT: pa.int64(), schema_pb2.FLOAT: pa.float32(), schem
 def _schema(config, rows: list[dict]) -> schema_pb2.Schema:
     """The pipeline's curated schema (or, before its first run, one read off the rows' Python
     types), plus the row index as a dense feature."""
+    import tensorflow as tf
     from google.protobuf import text_format
     from tensorflow_transform.tf_metadata import schema_utils
-
-    import tensorflow as tf
 
     path = config.schema_path()
     if path.exists():

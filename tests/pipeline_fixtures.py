@@ -58,7 +58,7 @@ def dense_table(database: Path, table: str = "taxi_daily", rows_per_day: int = 2
     their time of day kept (their other columns as they were). Returns the number of days."""
     import duckdb
 
-    start = int(dt.datetime.combine(first_day, dt.time(), tzinfo=dt.timezone.utc).timestamp())
+    start = int(dt.datetime.combine(first_day, dt.time(), tzinfo=dt.UTC).timestamp())
     with duckdb.connect(str(database)) as con:
         con.execute(f"""CREATE OR REPLACE TABLE {table} AS SELECT * REPLACE (
                             {start} + (row_number() OVER (ORDER BY trip_start_timestamp) - 1) // {rows_per_day} * 86400

@@ -36,7 +36,7 @@ def accept(tracker: Tracker, anomaly_id: int, who: str, note: str | None = None)
     if statistics:
         cmd += ["--statistics", statistics]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the Airflow env's paths stay here
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     lines = proc.stdout.strip().splitlines()
     try:
         change = json.loads(lines[-1])

@@ -95,7 +95,7 @@ def check(config, model: str, examples: Path) -> dict:
     verdict = {"model": model, "valid": False, "reasons": []}
     try:
         loaded = tf.saved_model.load(model)
-    except Exception as e:  # any load failure is the verdict, not a crash of the step
+    except Exception as e:  # noqa: BLE001 - any load failure is the verdict, not a crash of the step
         verdict["reasons"].append(f"model failed to load: {type(e).__name__}: {str(e).splitlines()[0]}")
         return verdict
     label_file = Path(model) / LABEL_INFO
@@ -127,7 +127,7 @@ def check(config, model: str, examples: Path) -> dict:
     except WrongResponse as e:
         verdict["reasons"].append(str(e))
         return verdict
-    except Exception as e:  # the model raised while answering
+    except Exception as e:  # noqa: BLE001 - the model raised while answering
         verdict["reasons"].append(f"request failed: {type(e).__name__}: {str(e).splitlines()[0]}")
         return verdict
     verdict["signatures"] = sorted(loaded.signatures)

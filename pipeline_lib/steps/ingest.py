@@ -217,7 +217,7 @@ def _write_span(config, span: Span, parts: Iterable[pa.RecordBatch], fingerprint
         artifacts.write_json(tmp / spans.RECORD, {
             "span": span.name, "end": span.end.isoformat(), "rows": rows, "duplicates": counts["duplicates"],
             "fingerprint": fingerprints.get(span.name, spans.EMPTY), "ingest_id": ingest_id,
-            "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+            "ingested_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
 
 
 def run(config, output_dir: Path, span_date: dt.date, window_days: int | None = None,

@@ -129,7 +129,7 @@ def infer_schema(config, train_stats):
 def load_schema(path: Path) -> schema_pb2.Schema:
     try:
         return tfdv.load_schema_text(str(path))
-    except Exception as e:  # a hand-edited file: say which one and why
+    except Exception as e:  # noqa: BLE001 - a hand-edited file: say which one and why
         raise ValueError(f"schema {path} cannot be read: {e}") from None
 
 

@@ -13,8 +13,12 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pipeline_lib import run_params, settings
 from pipeline_lib.config import CONFIG_FILENAME, discover, load_config
-from pipeline_ops.alerts import PUSHED, PUSH_REFUSED, channels, task_notifiers
-from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator, no_data_filer
+from pipeline_ops.alerts import PUSH_REFUSED, PUSHED, channels, task_notifiers
+from pipeline_ops.anomaly_ops import (
+    AnomaliesResolvedSensor,
+    FileAnomaliesOperator,
+    no_data_filer,
+)
 from pipeline_ops.assets import examples_asset
 from pipeline_ops.links import pages_doc
 from pipeline_ops.operators import OPERATORS, IngestOperator
@@ -32,8 +36,8 @@ def build_dag(config_path: Path) -> DAG:
             "" if channels(config.alerts) else "\n\n**Warning: alerts go nowhere** (no `alerts.slack_conn_id` or "
             "`alerts.email_to`): anomalies stay *not alerted* in the tracker until a channel is configured."),
         schedule=config.schedule,
-        start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.timezone.utc),
-        end_date=config.end_date and dt.datetime.combine(config.end_date, dt.time(), tzinfo=dt.timezone.utc),
+        start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.UTC),
+        end_date=config.end_date and dt.datetime.combine(config.end_date, dt.time(), tzinfo=dt.UTC),
         catchup=False,
         max_active_runs=1,
         default_args={"owner": config.owner, "retries": 0,
@@ -61,7 +65,7 @@ def build_dag(config_path: Path) -> DAG:
     return dag
 
 
-EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def refuse_outside(config, config_path: str):

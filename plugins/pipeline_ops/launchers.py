@@ -104,7 +104,9 @@ class VertexJobLauncher:
         self.config, self.context, self.job_id = config, context, None
 
     def run(self, step: str, args: dict[str, str], log: Callable[[str], None] = print) -> dict:
-        from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import CustomJobHook
+        from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import (
+            CustomJobHook,
+        )
 
         vertex = self.config.launcher.vertex
         missing = launchers.unshared(launchers.storage_paths(self.config, step), ["/gcs"])
@@ -133,7 +135,9 @@ class VertexJobLauncher:
 
     def on_kill(self):
         if self.job_id:
-            from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import CustomJobHook
+            from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import (
+                CustomJobHook,
+            )
 
             vertex = self.config.launcher.vertex
             CustomJobHook(gcp_conn_id=vertex.gcp_conn_id).cancel_custom_job(

@@ -8,8 +8,8 @@ import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from pipeline_lib import artifacts, bigquery, run_params, serving, spans
 from pipeline_lib.config import load_config
@@ -136,7 +136,9 @@ class PushOperator(MLStepOperator):
         result = super().execute(context)
         vertex = load_config(self.config_path).serving.vertex
         if result["path"] and vertex:  # this span's version, new or pushed by an earlier try
-            from pipeline_ops import vertex as vertex_ai  # the google provider loads only when used
+            from pipeline_ops import (
+                vertex as vertex_ai,  # the google provider loads only when used
+            )
 
             path = Path(result["path"])
             result["vertex"] = vertex_ai.publish(vertex, path.parent.name, result["version"], path,

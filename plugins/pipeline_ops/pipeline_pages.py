@@ -11,13 +11,13 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pygal
+from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import FastAPI, Form, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 from pygal.style import CleanStyle
 
-from airflow.api_fastapi.core_api.security import GetUserDep
 from pipeline_lib import pages, serving
 from pipeline_lib.config import ConfigError, discover, load_config
 from pipeline_ops.alerts import PAGE_PREFIX as ANOMALY_PREFIX
@@ -51,7 +51,7 @@ def _readable(user) -> tuple[dict, list[str]]:
 def _chosen(user, pipeline: str | None):
     configs, broken = _readable(user)
     if pipeline is None and configs:
-        pipeline = sorted(configs)[0]
+        pipeline = min(configs)
     if pipeline not in configs:
         require(user, "GET", pipeline or "")  # 403 for a pipeline the user may not read ...
         raise HTTPException(404, f"no pipeline {pipeline!r}")  # ... 404 for one that does not exist

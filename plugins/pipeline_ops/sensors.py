@@ -50,7 +50,9 @@ def new_data_sensor(config, config_path: str, **kwargs) -> BaseSensorOperator:
     common = {"task_id": TASK_ID, "poke_interval": wait.poke_seconds, "timeout": wait.timeout_minutes * 60, **kwargs}
     if config.source.kind == "bigquery":
         # imported only here: the google provider costs ~1.5 s of every parse
-        from airflow.providers.google.cloud.sensors.bigquery import BigQueryTablePartitionExistenceSensor
+        from airflow.providers.google.cloud.sensors.bigquery import (
+            BigQueryTablePartitionExistenceSensor,
+        )
 
         project, dataset, table = config.source.bigquery_table()
         return BigQueryTablePartitionExistenceSensor(

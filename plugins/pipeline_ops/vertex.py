@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from airflow.providers.google.cloud.hooks.gcs import GCSHook, _parse_gcs_url
-from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import EndpointServiceHook
-from airflow.providers.google.cloud.hooks.vertex_ai.model_service import ModelServiceHook
+from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import (
+    EndpointServiceHook,
+)
+from airflow.providers.google.cloud.hooks.vertex_ai.model_service import (
+    ModelServiceHook,
+)
 
 
 def upload_folder(gcs: GCSHook, folder: Path, uri: str) -> int:

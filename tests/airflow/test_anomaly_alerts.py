@@ -14,7 +14,7 @@ from pipeline_fixtures import write_pipeline
 from pipeline_lib.anomalies.accepting import accept
 from pipeline_lib.anomalies.tracker import Tracker
 
-DAY1 = dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc)
+DAY1 = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
 STATS = "/artifacts/taxi_tips/runs/2017-01-01/validate/train.stats.tfrecord"
 
 
@@ -45,11 +45,11 @@ def gate_dag(config_path, findings):
     with the factory's callbacks; push is skipped the way an unblessed model's push is."""
     from airflow.sdk import DAG, chain, get_current_context, task
     from airflow.sdk.exceptions import AirflowSkipException
+    from pipeline_ops.alerts import PUSH_REFUSED, task_notifiers
+    from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
+    from pipeline_ops.operators import SKIP_REASON
 
     from pipeline_lib.config import load_config
-    from pipeline_ops.alerts import PUSH_REFUSED, task_notifiers
-    from pipeline_ops.operators import SKIP_REASON
-    from pipeline_ops.anomaly_ops import AnomaliesResolvedSensor, FileAnomaliesOperator
 
     alerts = load_config(config_path).alerts
     with DAG("taxi_tips", schedule=None, default_args={"on_failure_callback": task_notifiers(alerts, "failed")}) as dag:
@@ -143,7 +143,6 @@ def test_a_push_is_announced_only_where_on_push_asks(isolated, alert_connections
     """The factory's push task carries the success notifiers only with `alerts.on_push`; they
     announce the push's reason and serving version (a stand-in push task, the factory's callbacks)."""
     from airflow.sdk import DAG, task
-
     from pipeline_ops.dag_factory import build_dag
 
     quiet = build_dag(write_pipeline(isolated / "quiet", {"alerts": ALERTS})).get_task("push")
@@ -247,7 +246,7 @@ def test_a_span_whose_data_never_arrives_is_filed_as_no_data(isolated, alert_con
     dag = build_dag(write_pipeline(isolated / "pipelines", {"alerts": ALERTS}))
     sensor = dag.get_task("wait_for_data")
     sensor.mode, sensor.poke_interval, sensor.timeout = "poke", 0.2, 1
-    dag_run = dag.test(logical_date=dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+    dag_run = dag.test(logical_date=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
     assert dag_run.get_task_instance("wait_for_data").state == "failed"
     (record,) = Tracker().list(pipeline="taxi_tips")
     assert (record["feature"], record["kind"], record["severity"]) == ("(data)", "NO_DATA", "blocking")

@@ -16,7 +16,7 @@ from pipeline_lib import artifacts, report, serving, settings
 from pipeline_lib.anomalies.accepting import accept
 from pipeline_lib.anomalies.tracker import Tracker
 
-DAY1 = dt.datetime(2016, 12, 18, tzinfo=dt.timezone.utc)  # a Sunday: its new span is the week before
+DAY1 = dt.datetime(2016, 12, 18, tzinfo=dt.UTC)  # a Sunday: its new span is the week before
 BAD_SPAN = "2016-12-11"
 SMALL = {"start_date": "2016-01-03", "source": {"window_days": 365}, "training": {"steps": 300}, "alerts": ALERTS,
          "validation": {"wait_timeout_seconds": 3, "poke_interval_seconds": 1}}
@@ -31,7 +31,7 @@ def run_dag(config_path, logical_date):
 
 @pytest.mark.usefixtures("airflow_db")
 def test_a_blocked_span_holds_its_run_and_stays_out_of_training_until_accepted(isolated, alert_connections):
-    start = int(dt.datetime(2016, 12, 11, tzinfo=dt.timezone.utc).timestamp())
+    start = int(dt.datetime(2016, 12, 11, tzinfo=dt.UTC).timestamp())
     with duckdb.connect(str(settings.warehouse_path())) as con:  # the bad week's first trip paid in Bitcoin
         con.execute("UPDATE taxi_trips SET payment_type = 'Bitcoin' WHERE trip_start_timestamp = "
                     "(SELECT min(trip_start_timestamp) FROM taxi_trips WHERE trip_start_timestamp >= ?)", [start])

@@ -16,7 +16,13 @@ import pytest
 from conftest import REPO
 from pipeline_fixtures import write_pipeline
 
-from pipeline_lib.anomalies.tracker import NEW, RECURRING, REOPENED, Tracker, TrackerError
+from pipeline_lib.anomalies.tracker import (
+    NEW,
+    RECURRING,
+    REOPENED,
+    Tracker,
+    TrackerError,
+)
 
 DAY = dt.date(2017, 1, 1)
 NEW_VALUE = {"feature": "payment_type", "kind": "ENUM_TYPE_UNEXPECTED_STRING_VALUES", "severity": "blocking",
@@ -150,7 +156,7 @@ def test_status_moves_and_blocking_records(db_url):
 
 def cli(db_url, *args, **env):
     return subprocess.run([sys.executable, "-m", "pipeline_lib.anomalies", "--db", db_url, *args],
-                          capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO)
+                          capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO, check=False)
 
 
 def test_cli_lists_shows_and_works_anomalies(db_url, tmp_path):

@@ -29,7 +29,7 @@ def client(isolated, airflow_db, monkeypatch):
 
 
 def test_page_and_actions_need_airflow_auth(client):
-    drift, warning = Tracker().file("taxi_tips", dt.date(2017, 1, 1), "run1", [DRIFT, WARNING])
+    drift, _warning = Tracker().file("taxi_tips", dt.date(2017, 1, 1), "run1", [DRIFT, WARNING])
     assert client.get("/anomaly-tracker/").status_code == 401
     assert client.post(f"/anomaly-tracker/{drift['id']}/ack").status_code == 401
     assert client.get("/anomaly-tracker/", headers={"Authorization": "Bearer forged"}).status_code == 403

@@ -19,7 +19,7 @@ from pipeline_lib import artifacts, settings
 from pipeline_lib.bigquery import rows_query
 from pipeline_lib.config import load_config
 
-SPAN = dt.datetime(2016, 12, 1, tzinfo=dt.timezone.utc)
+SPAN = dt.datetime(2016, 12, 1, tzinfo=dt.UTC)
 BIGQUERY = {"name": "taxi_bq", "source": {"kind": "bigquery", "table": "acme-prod.taxi.trips",
                                           "timestamp_unit": "epoch_seconds", "partition_column": "trip_day",
                                           "gcp_conn_id": "bq_prod", "location": "EU"}}
@@ -113,7 +113,7 @@ def test_the_query_binds_the_spans_and_filters_partitions(tmp_path):
                         "`trip_start_timestamp` < @end_1)) AND trip_day BETWEEN @first_partition AND "
                         "@last_partition ORDER BY `trip_start_timestamp`")
     assert not re.search(r"\d{4}|14[0-9]{8}", sql), "values are bound, never formatted into the SQL"
-    at = lambda day: int(dt.datetime(2016, 11, day, tzinfo=dt.timezone.utc).timestamp())
+    at = lambda day: int(dt.datetime(2016, 11, day, tzinfo=dt.UTC).timestamp())
     assert [(p.name, p.type_, p.value) for p in params] == [
         ("start_0", "INT64", at(1)), ("end_0", "INT64", at(8)), ("start_1", "INT64", at(24)),
         ("end_1", "INT64", int(SPAN.timestamp())),
@@ -129,7 +129,6 @@ def test_a_bigquery_table_must_be_fully_qualified(tmp_path):
 
 def ingest_with(task_config: Path, day: dt.datetime, **params):
     from airflow.sdk import DAG
-
     from pipeline_ops.operators import IngestOperator
 
     with DAG(load_config(task_config).name, schedule=None):

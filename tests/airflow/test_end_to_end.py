@@ -14,7 +14,7 @@ from pipeline_fixtures import write_pipeline
 
 from pipeline_lib import artifacts, serving, settings
 
-DAY1 = dt.datetime(2016, 12, 25, tzinfo=dt.timezone.utc)  # a Sunday: taxi_tips is @weekly
+DAY1 = dt.datetime(2016, 12, 25, tzinfo=dt.UTC)  # a Sunday: taxi_tips is @weekly
 SMALL = {"start_date": "2016-01-03", "source": {"window_days": 365}, "training": {"steps": 300}}
 
 PREDICT = """
@@ -92,12 +92,11 @@ def test_taxi_pipeline_pushes_a_blessed_model_then_refuses_a_worse_one(isolated)
 def test_a_failing_step_fails_its_task_with_the_steps_own_message(isolated):
     from airflow.sdk import DAG
     from airflow.sdk.exceptions import AirflowException
-
     from pipeline_ops.operators import IngestOperator
 
     config_path = write_pipeline(isolated / "pipelines", {"source": {"table": "no_such_table"}})
     with DAG("taxi_tips", schedule=None):
         task = IngestOperator(config_path=str(config_path))
     with pytest.raises(AirflowException, match=r"ingest failed: PreflightError: field 'source.table': no table 'no_such_table'"):
-        task.execute({"logical_date": dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc), "run_id": "manual", "params": {}})
+        task.execute({"logical_date": dt.datetime(2017, 1, 1, tzinfo=dt.UTC), "run_id": "manual", "params": {}})
     assert not artifacts.step_dir("taxi_tips", dt.date(2017, 1, 1), "ingest").exists()

@@ -60,7 +60,7 @@ print(json.dumps(out))
 def server_pids(runtime_dir: Path) -> list[int]:
     """The servers started under `runtime_dir` (each logs its pid when it is ready)."""
     return [int(pid) for log in runtime_dir.glob("*.log")
-            for pid in re.findall(r"^fork server (\d+) on ", log.read_text(), re.M)]
+            for pid in re.findall(r"^fork server (\d+) on ", log.read_text(), re.MULTILINE)]
 
 
 def alive(pid: int) -> bool:

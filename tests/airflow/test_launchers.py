@@ -28,7 +28,7 @@ from pipeline_lib import settings
 from pipeline_lib.artifacts import STEPS
 from pipeline_lib.config import ConfigError, load_config
 
-SPAN = dt.datetime(2016, 12, 1, tzinfo=dt.timezone.utc)
+SPAN = dt.datetime(2016, 12, 1, tzinfo=dt.UTC)
 IMAGE = "europe-docker.pkg.dev/acme-ml/images/taxi-ml:1.4"
 PROJECT, REGION = "acme-ml", "europe-west4"
 VERTEX = {"project": PROJECT, "region": REGION, "image": IMAGE + "-gpu", "staging_bucket": "gs://acme-ml-staging",
@@ -96,7 +96,6 @@ def kube_connection(monkeypatch):
 
 def test_the_train_pod(tmp_path, monkeypatch, kube_connection):
     from kubernetes.client import models as k8s
-
     from pipeline_ops.launchers import pod_operator
 
     monkeypatch.setenv("PIPELINE_ARTIFACT_ROOT", "/data/artifacts")
@@ -156,8 +155,9 @@ def test_a_pod_without_a_gpu_asks_for_none(tmp_path, monkeypatch, kube_connectio
 
 
 def test_a_step_whose_storage_is_not_mounted_does_not_start(tmp_path, monkeypatch):
-    from pipeline_lib.launchers import StepFailed
     from pipeline_ops.launchers import pod_operator
+
+    from pipeline_lib.launchers import StepFailed
 
     monkeypatch.setenv("PIPELINE_ARTIFACT_ROOT", "/data/artifacts")
     monkeypatch.setenv("PIPELINE_SERVING_ROOT", "/srv/models")
@@ -191,9 +191,9 @@ class FakeCoreV1Api:
         env = {"PATH": os.environ["PATH"], "TF_USE_LEGACY_KERAS": "1", **{e["name"]: e["value"] for e in base["env"]}}
         assert base["command"] == ["python", "-m", "pipeline_lib.cli"]
         proc = subprocess.run([str(settings.ml_python()), "-m", "pipeline_lib.cli", *[str(seen.get(a, a)) for a in base["args"]]],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
         self.pods[name] = SimpleNamespace(body=body, exit_code=proc.returncode, log=proc.stdout, files=seen,
-                                          finished=dt.datetime.now(dt.timezone.utc), sidecar_running=True)
+                                          finished=dt.datetime.now(dt.UTC), sidecar_running=True)
         return self.read_namespaced_pod(name, namespace)
 
     def read_namespaced_pod(self, name, namespace, **_):
@@ -250,7 +250,9 @@ class FakeExec:
         pass
 
     def read_all(self):
-        from airflow.providers.cncf.kubernetes.utils.pod_manager import EMPTY_XCOM_RESULT
+        from airflow.providers.cncf.kubernetes.utils.pod_manager import (
+            EMPTY_XCOM_RESULT,
+        )
 
         result = self.pod.files["/airflow/xcom/return.json"]
         return result.read_text() if result.exists() and result.stat().st_size else EMPTY_XCOM_RESULT
@@ -288,7 +290,6 @@ def kube_pipeline(isolated, **kube) -> Path:
 
 def test_ingest_in_a_pod_writes_the_examples_the_next_steps_read(isolated, cluster):
     from airflow.sdk import DAG
-
     from pipeline_ops.operators import IngestOperator
 
     with duckdb.connect(str(settings.warehouse_path())) as con:  # this warehouse, not the default one
@@ -312,7 +313,6 @@ def test_ingest_in_a_pod_writes_the_examples_the_next_steps_read(isolated, clust
 def test_a_failed_step_in_a_pod_fails_the_task_with_its_own_error(isolated, cluster):
     from airflow.sdk import DAG
     from airflow.sdk.exceptions import AirflowException
-
     from pipeline_ops.operators import IngestOperator
 
     stale_image = isolated / "image-pipelines"  # an image built before this pipeline existed
@@ -393,7 +393,6 @@ def vertex_job(monkeypatch, gcs: Path, states, container, error=""):
 
 def train_task(tmp_path, vertex=VERTEX):
     from airflow.sdk import DAG
-
     from pipeline_ops.operators import TrainOperator
 
     with DAG("taxi_tips", schedule=None):

@@ -20,7 +20,7 @@ from pipeline_fixtures import merge, write_pipeline
 
 from pipeline_lib import pages, serving, settings
 
-DAY1 = dt.datetime(2016, 12, 25, tzinfo=dt.timezone.utc)  # Sundays: taxi_tips is @weekly
+DAY1 = dt.datetime(2016, 12, 25, tzinfo=dt.UTC)  # Sundays: taxi_tips is @weekly
 DAY2 = DAY1 + dt.timedelta(days=7)
 XSS = "<script>alert('pages')</script>"
 SMALL = {"start_date": "2016-01-03", "source": {"window_days": 365}, "training": {"steps": 300},
@@ -158,7 +158,6 @@ def test_rollback_needs_edit_permission_csrf_and_confirmation_and_does_what_the_
     model_dir = runs["model_dir"]
     form = {"pipeline": "taxi_tips", "to": "1", "confirm": "yes"}
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
     from pipeline_ops.page_auth import csrf_token
 
     viewers = csrf_token(SimpleAuthManagerUser(username="viewer-user", role="viewer"))
@@ -249,7 +248,9 @@ def test_in_a_browser_log_in_open_the_pages_from_the_nav_and_a_task_and_roll_bac
             found = [e for e in b.find_elements(By.CSS_SELECTOR, css) if e.text == text]
             return found and (found[0].click() or True)
         wait.until(clicked)
-    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import (
+        SimpleAuthManager,
+    )
 
     password = SimpleAuthManager.get_passwords()["admin"]
     browser.get(f"{server}/auth/login/")

@@ -12,7 +12,7 @@ from pipeline_fixtures import write_pipeline
 from pipeline_lib import artifacts, run_params, serving, settings
 from pipeline_lib.cli import _parser
 
-DAY = dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc)
+DAY = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
 
 
 def test_the_dag_offers_each_run_param_with_its_default():
@@ -30,11 +30,10 @@ def test_the_dag_offers_each_run_param_with_its_default():
 @pytest.mark.usefixtures("airflow_db")
 def test_a_bad_param_is_refused_before_any_step_runs(isolated, conf, message):
     from airflow.sdk.exceptions import ParamValidationError
-
     from pipeline_ops.dag_factory import build_dag
 
     dag = build_dag(write_pipeline(isolated / "pipelines"))
-    day = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)  # a date of its own: the refused run stays in the db
+    day = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)  # a date of its own: the refused run stays in the db
     with pytest.raises(ParamValidationError, match=message):
         dag.test(logical_date=day, run_conf=conf)
     assert not artifacts.run_dir("taxi_tips", day.date()).exists()

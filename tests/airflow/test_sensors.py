@@ -11,7 +11,7 @@ from pipeline_fixtures import write_pipeline
 
 from pipeline_lib import settings
 
-DAY = dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc)  # the sample's last trip is on 2016-12-30
+DAY = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)  # the sample's last trip is on 2016-12-30
 
 
 def build(isolated, overrides=None):
@@ -33,13 +33,12 @@ def test_the_sensor_waits_for_the_landed_day_in_duckdb(isolated):
     assert sensor.poke({"logical_date": DAY - dt.timedelta(days=1)}) is True  # 2016-12-30 has trips
     with duckdb.connect(str(settings.warehouse_path())) as con:
         con.execute("INSERT INTO taxi_trips (trip_start_timestamp, fare) VALUES (?, 5.0)",
-                    [int(dt.datetime(2016, 12, 31, 23, tzinfo=dt.timezone.utc).timestamp())])
+                    [int(dt.datetime(2016, 12, 31, 23, tzinfo=dt.UTC).timestamp())])
     assert sensor.poke({"logical_date": DAY}) is True
 
 
 def test_a_timed_out_sensor_says_what_it_waited_for(isolated):
     from airflow.sdk.exceptions import AirflowSensorTimeout
-
     from pipeline_ops.sensors import DuckDBNewDataSensor
 
     config_path = write_pipeline(isolated / "pipelines")  # taxi_tips: freshness.lag_days 3
@@ -47,11 +46,13 @@ def test_a_timed_out_sensor_says_what_it_waited_for(isolated):
                                  poke_interval=0.2, timeout=1)
     with pytest.raises(AirflowSensorTimeout,
                        match=r"no new data after 1 s: still no rows of taxi_trips from 2029-12-29 on"):
-        sensor.execute({"logical_date": dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)})
+        sensor.execute({"logical_date": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)})
 
 
 def test_a_bigquery_source_waits_for_its_partition_through_the_google_provider(isolated):
-    from airflow.providers.google.cloud.sensors.bigquery import BigQueryTablePartitionExistenceSensor
+    from airflow.providers.google.cloud.sensors.bigquery import (
+        BigQueryTablePartitionExistenceSensor,
+    )
     from airflow.sdk.execution_time import macros
 
     dag = build(isolated, {"source": {"kind": "bigquery", "table": "acme-prod.taxi.trips",

@@ -69,8 +69,12 @@ class FakeEndpointService:
 @pytest.fixture
 def google(monkeypatch, tmp_path):
     from airflow.providers.google.cloud.hooks.gcs import GCSHook
-    from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import EndpointServiceHook
-    from airflow.providers.google.cloud.hooks.vertex_ai.model_service import ModelServiceHook
+    from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import (
+        EndpointServiceHook,
+    )
+    from airflow.providers.google.cloud.hooks.vertex_ai.model_service import (
+        ModelServiceHook,
+    )
 
     # the connection production defines (credentials come from it; none are needed by the fakes)
     monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", '{"conn_type": "google_cloud_platform"}')

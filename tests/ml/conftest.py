@@ -17,10 +17,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline_fixtures import warehouse_copy, write_pipeline  # noqa: E402
+from pipeline_fixtures import warehouse_copy, write_pipeline
 
-from pipeline_lib import artifacts  # noqa: E402
-from pipeline_lib.config import load_config  # noqa: E402
+from pipeline_lib import artifacts
+from pipeline_lib.config import load_config
 
 SPAN = dt.date(2014, 3, 1)
 SMALL = {"source": {"window_days": 90}, "training": {"steps": 100, "batch_size": 32},

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import yaml
-
 from pipeline_fixtures import write_pipeline
+
 from pipeline_lib.config import load_config
 from pipeline_lib.settings import REPO_ROOT
 from pipeline_lib.testing import transform_rows

@@ -79,8 +79,8 @@ FAULTS = {  # name -> (SQL on the bad day's rows, what must block)
     "feature mostly missing": ("UPDATE taxi_daily SET trip_miles = NULL WHERE {day} AND hash(trip_start_timestamp, fare) % 10 < 6",
                                ("trip_miles", "FEATURE_TYPE_LOW_FRACTION_PRESENT")),
     "fare x8 inside the schema's range": ("UPDATE taxi_daily SET fare = least(fare * 8, 999) WHERE {day}", ("fare", "DRIFT")),
-    "a third of the day loaded twice": ("INSERT INTO taxi_daily SELECT * FROM taxi_daily WHERE {day} "
-                                        "AND hash(trip_start_timestamp, fare) % 3 = 0", ("(data)", "DUPLICATE_ROWS")),
+    "a third of the day loaded twice": (("INSERT INTO taxi_daily SELECT * FROM taxi_daily WHERE {day} "
+                                        "AND hash(trip_start_timestamp, fare) % 3 = 0"), ("(data)", "DUPLICATE_ROWS")),
     "a third of the day's rows": ("DELETE FROM taxi_daily WHERE {day} AND hash(trip_start_timestamp, fare) % 3 <> 0",
                                   ("(data)", "VOLUME_DROP")),
 }
@@ -91,10 +91,10 @@ def test_a_bad_day_inside_a_long_window_is_filed_and_blocks(history, make_config
     """The next day's run after 28 clean days adds the bad day: its checks find the fault, blocking.
     The same fault spread over the window is what the window's checks could not see."""
     sql, expected = FAULTS[fault]
-    base, first, folder = history
+    base, _first, folder = history
     database = folder / f"{fault.replace(' ', '_')}.duckdb"
     shutil.copy(base.source.database_path(), database)
-    start = int(dt.datetime.combine(BAD, dt.time(), tzinfo=dt.timezone.utc).timestamp())
+    start = int(dt.datetime.combine(BAD, dt.time(), tzinfo=dt.UTC).timestamp())
     with duckdb.connect(str(database)) as con:
         con.execute(sql.format(day=f"trip_start_timestamp >= {start} AND trip_start_timestamp < {start + 86400}"))
     config = daily(make_config, "dense_" + re.sub(r"\W+", "_", fault)[:24], database)
@@ -128,7 +128,7 @@ def test_a_span_the_source_changed_is_ingested_and_checked_again(make_config, tm
     config = daily(make_config, "dense_changed", database)
     first = run_day(config, FIRST_RUN)
     old = first["ingest"]["spans"][10]
-    start = int(dt.datetime.fromisoformat(old["span"]).replace(tzinfo=dt.timezone.utc).timestamp())
+    start = int(dt.datetime.fromisoformat(old["span"]).replace(tzinfo=dt.UTC).timestamp())
     with duckdb.connect(str(database)) as con:  # a late correction of one old row
         con.execute(f"UPDATE taxi_daily SET fare = fare + 1 WHERE trip_start_timestamp = "
                     f"(SELECT min(trip_start_timestamp) FROM taxi_daily WHERE trip_start_timestamp >= {start})")

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import tensorflow_data_validation as tfdv
-
 from conftest import SPAN
+
 from pipeline_lib import artifacts, schema_changes, spans, tfrecord, warehouse
 from pipeline_lib.steps import ingest, validate
 
