@@ -30,7 +30,12 @@ export AIRFLOW__API__HOST := 127.0.0.1
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS := pipeline_lib.airflow_sqlite.CONNECT_ARGS
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC := pipeline_lib.airflow_sqlite.CONNECT_ARGS
 
-.PHONY: envs data airflow-init airflow demo lint test bench lock clean browser
+.PHONY: env envs data airflow-init airflow demo lint test bench lock clean browser
+
+# `eval "$$(make -s env)"` in bash: the variables exported above, for the airflow CLI by hand (README)
+env:
+	@for v in $$(sed -n 's/^export \([A-Za-z0-9_]*\) :=.*/\1/p' $(firstword $(MAKEFILE_LIST))); do \
+		printf 'export %s=%q\n' "$$v" "$${!v}"; done
 
 $(TOOLS_STAMP):
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)

@@ -1,12 +1,14 @@
 """The typed pipeline config: one `pipeline.yaml` per pipeline, validated by pydantic.
 
 A data scientist writes this file, a module with `preprocessing_fn` and a model builder, and gets
-the whole pipeline. A wrong config fails when the DAG is parsed, with a message naming the field.
+the whole pipeline. A wrong config fails when the DAG is parsed, with one message naming every
+wrong field.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from operator import attrgetter
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +19,7 @@ from pydantic import (
     Field,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -32,11 +35,24 @@ class ConfigError(ValueError):
 
 
 class FieldError(ValueError):
-    """Raised by a whole-config check about one field, so the message names that field."""
+    """A whole-config check's finding about one field, so the message names that field."""
 
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
+
+
+class FieldErrors(ValueError):
+    """Every finding of a check (each a FieldError), raised together so that one message lists them all."""
+
+    def __init__(self, errors: list[FieldError]):
+        super().__init__("; ".join(f"{e.field}: {e}" for e in errors))
+        self.errors = errors
+
+
+def _raise_all(errors: list[FieldError]) -> None:
+    if errors:
+        raise FieldErrors(errors)
 
 
 class _Strict(BaseModel):
@@ -99,6 +115,14 @@ class Features(_Strict):
 
     def all(self) -> list[str]:
         return [*self.numeric, *self.bucketized, *self.categorical, *self.vocabulary]
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        names = self.all()
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features listed under more than one kind: {dupes}")
+        return self
 
 
 TaskKind = Literal["binary", "multiclass", "regression"]
@@ -170,11 +194,21 @@ class Training(_Strict):
     early_stopping: EarlyStopping = EarlyStopping()
 
 
-class Threshold(_Strict):
-    """A value threshold (lower/upper bound) and/or a change threshold against the serving model."""
+TRIVIAL = "trivial"
+# the metrics whose bound may be `trivial`, and which bound: the trivial model's score on the eval
+# rows (AUC: chance; accuracy: the majority class's share; MSE: the label's variance), passed by a
+# margin that sampling noise does not explain (pipeline_lib.steps.evaluate.trivial_bounds)
+TRIVIAL_BOUNDS = {"AUC": "lower_bound", "BinaryAccuracy": "lower_bound",
+                  "SparseCategoricalAccuracy": "lower_bound", "MeanSquaredError": "upper_bound"}
 
-    lower_bound: float | None = None
-    upper_bound: float | None = None
+
+class Threshold(_Strict):
+    """A value threshold (lower/upper bound) and/or a change threshold against the serving model.
+    A bound `trivial` is computed from the eval rows: the model must beat the trivial one
+    (TRIVIAL_BOUNDS)."""
+
+    lower_bound: float | Literal["trivial"] | None = None
+    upper_bound: float | Literal["trivial"] | None = None
     change_direction: Literal["higher_is_better", "lower_is_better"] | None = None
     change_absolute: float | None = None
     change_relative: float | None = Field(default=None, description="a fraction of the serving model's value")
@@ -198,17 +232,19 @@ TASK_METRICS: dict[str, list[str]] = {
     "regression": ["ExampleCount", "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError",
                    "MeanLabel", "MeanPrediction"],
 }
-# what a config without `evaluation.metrics` / `evaluation.thresholds` is judged on: no worse than
-# the serving model (a first model: no value bound, except AUC above chance)
+# what a config without `evaluation.metrics` / `evaluation.thresholds` is judged on: better than the
+# trivial model, and no worse than the serving model
 DEFAULT_METRICS = {
     "binary": ["ExampleCount", "BinaryAccuracy", "AUC"],
     "multiclass": ["ExampleCount", "SparseCategoricalAccuracy", "Precision", "Recall"],
     "regression": ["ExampleCount", "MeanSquaredError", "MeanAbsoluteError"],
 }
 DEFAULT_THRESHOLDS = {
-    "binary": {"AUC": {"lower_bound": 0.5, "change_direction": "higher_is_better", "change_absolute": -0.01}},
-    "multiclass": {"SparseCategoricalAccuracy": {"change_direction": "higher_is_better", "change_absolute": -0.01}},
-    "regression": {"MeanSquaredError": {"change_direction": "lower_is_better", "change_relative": 0.02}},
+    "binary": {"AUC": Threshold(lower_bound=TRIVIAL, change_direction="higher_is_better", change_absolute=-0.01)},
+    "multiclass": {"SparseCategoricalAccuracy": Threshold(lower_bound=TRIVIAL, change_direction="higher_is_better",
+                                                          change_absolute=-0.01)},
+    "regression": {"MeanSquaredError": Threshold(upper_bound=TRIVIAL, change_direction="lower_is_better",
+                                                 change_relative=0.02)},
 }
 
 
@@ -231,18 +267,23 @@ class Evaluation(_Strict):
         """This section with the task's defaults filled in and every metric checked against it."""
         metrics = self.metrics or DEFAULT_METRICS[task]
         thresholds = DEFAULT_THRESHOLDS[task] if self.thresholds is None else self.thresholds
+        errors = []
         for field, names in (("evaluation.metrics", metrics), ("evaluation.thresholds", list(thresholds))):
             unfit = [m for m in names if m not in TASK_METRICS[task]]
             if unfit:
-                raise FieldError(field, f"{unfit} do not fit a {task} label (label.task: {task}); "
-                                 f"{task} metrics are {TASK_METRICS[task]}")
+                errors.append(FieldError(field, f"{unfit} do not fit a {task} label (label.task: {task}); "
+                                         f"{task} metrics are {TASK_METRICS[task]}"))
         unknown = sorted(set(thresholds) - set(metrics))
         if unknown:
-            raise FieldError("evaluation.thresholds", f"names metrics not in `metrics`: {unknown}")
+            errors.append(FieldError("evaluation.thresholds", f"names metrics not in `metrics`: {unknown}"))
         if self.top_k and task != "multiclass":
-            raise FieldError("evaluation.top_k", "is for multiclass labels (label.task)")
-        return self.model_copy(update={"metrics": metrics, "thresholds": {
-            k: v if isinstance(v, Threshold) else Threshold(**v) for k, v in thresholds.items()}})
+            errors.append(FieldError("evaluation.top_k", "is for multiclass labels (label.task)"))
+        errors += [FieldError(f"evaluation.thresholds.{name}.{side}", f"`{TRIVIAL}` is a bound of "
+                              f"{', '.join(f'{m} ({b})' for m, b in TRIVIAL_BOUNDS.items())} only")
+                   for name, threshold in thresholds.items() for side in ("lower_bound", "upper_bound")
+                   if getattr(threshold, side) == TRIVIAL and TRIVIAL_BOUNDS.get(name) != side]
+        _raise_all(errors)
+        return self.model_copy(update={"metrics": metrics, "thresholds": thresholds})
 
 
 class InfraValidation(_Strict):
@@ -375,15 +416,17 @@ class Launcher(_Strict):
 
     @model_validator(mode="after")
     def _kinds_are_usable(self):
+        errors = []
         unknown = sorted(set(self.steps) - set(STEPS))
         if unknown:
-            raise ValueError(f"steps names unknown steps {unknown}; steps are {list(STEPS)}")
+            errors.append(FieldError("launcher", f"steps names unknown steps {unknown}; steps are {list(STEPS)}"))
         if any(kind == "vertex" for step, kind in self.steps.items() if step != "train"):
-            raise ValueError("vertex runs train only (the Beam steps run on Dataflow: beam.dataflow)")
+            errors.append(FieldError("launcher", "vertex runs train only (the Beam steps run on Dataflow: beam.dataflow)"))
         chosen = {"launcher.kind": self.kind, **{f"launcher.steps.{s}": k for s, k in self.steps.items()}}
         for field, kind in chosen.items():
             if kind != "local" and getattr(self, kind) is None:
-                raise ValueError(f"{field} is {kind} but the launcher.{kind} section is missing")
+                errors.append(FieldError("launcher", f"{field} is {kind} but the launcher.{kind} section is missing"))
+        _raise_all(errors)
         return self
 
     def for_step(self, step: str) -> str:
@@ -503,10 +546,13 @@ class Validation(_Strict):
     def _severity_keys_are_kinds(self):
         maps = [("validation.severity", self.severity)] + [
             (f"validation.features.{f}.severity", c.severity) for f, c in self.features.items() if isinstance(c.severity, dict)]
+        errors = []
         for field, table in maps:
             unknown = sorted(k for k in table if k not in DEFAULT_SEVERITY and not k.isupper())
             if unknown:
-                raise ValueError(f"{field}: {unknown} are neither kind groups {sorted(DEFAULT_SEVERITY)} nor kinds (UPPER_CASE)")
+                errors.append(FieldError(field, f"{unknown} are neither kind groups {sorted(DEFAULT_SEVERITY)} "
+                                         "nor kinds (UPPER_CASE)"))
+        _raise_all(errors)
         return self
 
     def severity_of(self, feature: str, kind: str) -> str:
@@ -535,60 +581,66 @@ class PipelineConfig(_Strict):
     split: Split = Split()
     module: UserModule | None = Field(default=None, description="none: a config-only pipeline")
     training: Training = Training()
-    evaluation: Evaluation = Evaluation()
+    evaluation: Evaluation = Field(default=Evaluation(), validate_default=True)  # filled in per label.task
     infra_validation: InfraValidation = InfraValidation()
     serving: Serving
     beam: Beam = Beam()
     launcher: Launcher = Launcher()
     alerts: Alerts = Alerts()
     validation: Validation = Validation()
-    config_dir: Path = Field(default=Path("."), exclude=True)
+    config_dir: Path = Field(default=Path("."), exclude=True, validate_default=True)
 
-    @model_validator(mode="after")
-    def _features_are_distinct(self):
-        names = self.features.all()
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"features listed under more than one kind: {dupes}")
-        return self
+    # The checks across sections are field validators that read the sections declared before them
+    # (info.data): unlike a model validator, each runs whatever other section failed, so that a
+    # config's every mistake is reported at once.
 
-    @model_validator(mode="after")
-    def _spans_fit_the_schedule(self):
+    @field_validator("source")
+    @classmethod
+    def _spans_fit_the_schedule(cls, source: Source, info: ValidationInfo) -> Source:
         """A run adds one span: a preset schedule fixes the span's length."""
-        preset = SCHEDULE_SPAN_DAYS.get(self.schedule)
-        if self.source.span_days is None:
-            object.__setattr__(self, "source", self.source.model_copy(update={"span_days": preset or 1}))
-        elif preset and self.source.span_days != preset:
-            raise FieldError("source.span_days", f"is {self.source.span_days} but a {self.schedule} schedule adds a "
+        schedule = info.data.get("schedule")
+        preset = SCHEDULE_SPAN_DAYS.get(schedule)
+        if source.span_days is None:
+            return source.model_copy(update={"span_days": preset or 1})
+        if preset and source.span_days != preset:
+            raise FieldError("source.span_days", f"is {source.span_days} but a {schedule} schedule adds a "
                              f"{preset}-day span each run: set span_days: {preset}, or the schedule to match")
-        return self
+        return source
 
-    @model_validator(mode="after")
-    def _evaluation_fits_task(self):
-        # a frozen model: the filled-in section replaces the written one
-        object.__setattr__(self, "evaluation", self.evaluation.for_task(self.label.task))
-        return self
+    @field_validator("evaluation")
+    @classmethod
+    def _evaluation_fits_task(cls, evaluation: Evaluation, info: ValidationInfo) -> Evaluation:
+        label = info.data.get("label")
+        return evaluation.for_task(label.task) if label else evaluation
 
-    @model_validator(mode="after")
-    def _checks_name_columns(self):
-        for field, names in (("validation.features", self.validation.features), ("split.key", self.split.key),
-                             ("validation.duplicates.key", self.validation.duplicates.key)):
-            unknown = sorted(set(names) - set(self.raw_columns()))
-            if unknown:
-                raise ValueError(f"{field} names columns the pipeline does not read: {unknown}")
-        return self
+    @field_validator("config_dir")
+    @classmethod
+    def _what_it_names_exists(cls, config_dir: Path, info: ValidationInfo) -> Path:
+        """The columns that split and validation name, the module file and the schema's features
+        (unless context `check_schema` is False). On the last field, so that every section that
+        validated is in info.data."""
+        sections, columns = info.data, _columns_by_field(info.data)
+        errors = []
+        if columns is not None:
+            read = {c for _, c in columns}
+            errors += [FieldError(f"{name}.{attr}", f"names columns the pipeline does not read: {unknown}")
+                       for name, attrs in NAMED_COLUMNS.items() if name in sections for attr in attrs
+                       if (unknown := sorted(set(attrgetter(attr)(sections[name])) - read))]
+        module, validation = sections.get("module"), sections.get("validation")
+        if module and not (config_dir / module.file).is_file():
+            errors.append(FieldError("module.file", f"no such file {config_dir / module.file}"))
+        if validation and columns is not None and (info.context or {}).get("check_schema", True):
+            errors += _schema_errors(config_dir / validation.schema_file, columns)
+        _raise_all(errors)
+        return config_dir
 
     def columns_by_field(self) -> list[tuple[str, str]]:
         """(config field, column) for every column the pipeline reads."""
-        kinds = ("numeric", "bucketized", "categorical", "vocabulary")
-        return [*((f"features.{kind}", c) for kind in kinds for c in getattr(self.features, kind)),
-                *(("label.raw_columns", c) for c in self.label.raw_columns),
-                ("source.timestamp_column", self.source.timestamp_column)]
+        return _columns_by_field(dict(self))
 
     def raw_columns(self) -> list[str]:
         """Columns ingest reads: every feature, the label's inputs and the timestamp."""
-        cols = [*self.features.all(), *self.label.raw_columns, self.source.timestamp_column]
-        return list(dict.fromkeys(cols))
+        return list(dict.fromkeys(c for _, c in self.columns_by_field()))
 
     def module_path(self) -> Path | None:
         return self.config_dir / self.module.file if self.module else None
@@ -597,12 +649,41 @@ class PipelineConfig(_Strict):
         return self.config_dir / self.validation.schema_file
 
 
+# the lists of columns in a section (attribute paths) that must be columns the pipeline reads
+NAMED_COLUMNS = {"split": ("key",), "validation": ("features", "duplicates.key")}
+
+
+def _columns_by_field(sections: dict) -> list[tuple[str, str]] | None:
+    """(config field, column) for every column the pipeline reads; None unless `sections` (a
+    config's, or those that validated) hold features, label and source."""
+    if not {"features", "label", "source"} <= sections.keys():
+        return None
+    features, label, source = sections["features"], sections["label"], sections["source"]
+    kinds = ("numeric", "bucketized", "categorical", "vocabulary")
+    return [*((f"features.{kind}", c) for kind in kinds for c in getattr(features, kind)),
+            *(("label.raw_columns", c) for c in label.raw_columns),
+            ("source.timestamp_column", source.timestamp_column)]
+
+
+def _schema_errors(schema: Path, columns: list[tuple[str, str]]) -> list[FieldError]:
+    """The columns that the schema (if there is one yet) has no feature for."""
+    if not schema.exists():
+        return []
+    try:
+        names = schema_feature_names(schema.read_text())
+    except ValueError as e:
+        return [FieldError("validation.schema_file", f"{schema}: {e}")]
+    return [FieldError(field, f"{column!r} has no feature in the schema {schema}")
+            for field, column in columns if column not in names]
+
+
 def _format_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid pipeline config"]
     for e in err.errors():
         cause = e.get("ctx", {}).get("error")
-        if isinstance(cause, FieldError):
-            lines.append(f"  field '{cause.field}': {cause}")
+        found = cause.errors if isinstance(cause, FieldErrors) else [cause] if isinstance(cause, FieldError) else []
+        if found:
+            lines += [f"  field '{f.field}': {f}" for f in found]
             continue
         field = ".".join(str(p) for p in e["loc"]) or "(top level)"
         lines.append(f"  field '{field}': {e['msg']}")
@@ -610,7 +691,7 @@ def _format_error(path: Path, err: ValidationError) -> str:
 
 
 def load_config(path: str | Path, check_schema: bool = True) -> PipelineConfig:
-    """Read and validate one pipeline config; raise ConfigError naming the bad field.
+    """Read and validate one pipeline config; raise ConfigError naming every bad field.
     `check_schema=False` leaves the columns' presence in the schema to the caller (preflight,
     which also lists the source table's columns)."""
     path = Path(path).resolve()
@@ -621,22 +702,9 @@ def load_config(path: str | Path, check_schema: bool = True) -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a pipeline config is a mapping of fields")
     try:
-        config = PipelineConfig.model_validate({**raw, "config_dir": path.parent})
+        return PipelineConfig.model_validate({**raw, "config_dir": path.parent}, context={"check_schema": check_schema})
     except ValidationError as e:
         raise ConfigError(_format_error(path, e)) from None
-    if config.module and not config.module_path().is_file():
-        raise ConfigError(f"{path}: field 'module.file': no such file {config.module_path()}")
-    schema = config.schema_path()
-    if check_schema and schema.exists():
-        try:
-            names = schema_feature_names(schema.read_text())
-        except ValueError as e:
-            raise ConfigError(f"{path}: field 'validation.schema_file': {schema}: {e}") from None
-        missing = [f"  field '{field}': {column!r} has no feature in the schema {schema}"
-                   for field, column in config.columns_by_field() if column not in names]
-        if missing:
-            raise ConfigError("\n".join([f"{path}: invalid pipeline config", *missing]))
-    return config
 
 
 def schema_feature_names(text: str) -> set[str]:

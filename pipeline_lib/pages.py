@@ -93,6 +93,11 @@ def slices_of(evaluated: list[dict], span: str | None = None) -> tuple[str | Non
     return None, {}
 
 
+def confusion_of(evaluated: list[dict], span: str | None) -> dict | None:
+    """The confusion matrix of span's evaluation (a classification label's; evaluate writes it)."""
+    return next((e.get("confusion_matrix") for e in evaluated if e["span"] == span), None)
+
+
 def data_views(pipeline: str, span: str) -> dict:
     """One span's validate output: statistics per split, the anomalies found, whether TFDV's HTML exists."""
     validate_dir = artifacts.run_dir(pipeline, _date(span)) / "validate"
@@ -120,3 +125,10 @@ def drift_history(pipeline: str) -> dict[str, dict[str, list]]:
                 series["value"].append(m.get("value", 0.0))
                 series["threshold"].append(m.get("threshold"))
     return dict(sorted(out.items()))
+
+
+def drift_checked(validation) -> bool:
+    """Whether validate measures any feature's drift: it does only where a drift threshold applies
+    (its type's, `validation.numbers` / `categories` / `strings`, or the feature's own)."""
+    return any(levels.drift for levels in (validation.numbers, validation.categories, validation.strings,
+                                           *validation.features.values()))

@@ -39,8 +39,8 @@ class Report:
 
 
 def source_columns(config) -> dict[str, str] | None:
-    """The source table's columns and their types as FeatureTypes (INT, FLOAT, BYTES, TIMESTAMP);
-    None where the table is not readable from here (BigQuery: read on the Airflow side)."""
+    """The source table's columns and their SQL types; None where the table is not readable from
+    here (BigQuery: read on the Airflow side)."""
     if config.source.kind != "duckdb":
         return None
     import duckdb
@@ -49,11 +49,31 @@ def source_columns(config) -> dict[str, str] | None:
 
     with duckdb.connect(str(config.source.database_path()), read_only=True) as con:
         try:
-            rows = table_columns(con, config.source.table).items()
+            return table_columns(con, config.source.table)
         except duckdb.CatalogException:
             raise PreflightError(f"field 'source.table': no table {config.source.table!r} in "
                                  f"{config.source.database_path()} (load one with `python -m pipeline_lib.warehouse load`)") from None
-    return {name: _feature_type(kind) for name, kind in rows}
+
+
+def _not_numbers(config, column: str) -> str:
+    """Why a text column is not numbers: its most frequent values that are not, and where they
+    are all words for a missing value (the loader's MISSING_MARKERS), the loader's fix."""
+    import duckdb
+
+    from pipeline_lib.warehouse import MISSING_MARKERS, quote
+
+    c = quote(column)
+    with duckdb.connect(str(config.source.database_path()), read_only=True) as con:
+        found = con.execute(f"SELECT {c}, count(*) AS n FROM {config.source.table} WHERE {c} IS NOT NULL AND "
+                            f"TRY_CAST({c} AS DOUBLE) IS NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 4").fetchall()
+    if not found:
+        return ""
+    listed = ", ".join(f"{value!r} ({n:,} rows)" for value, n in found[:3]) + (", ..." if len(found) > 3 else "")
+    if all(value in MISSING_MARKERS for value, _ in found):
+        flags = " ".join(f"--null {value}" for value, _ in found)
+        return (f": its values that are not numbers are {listed}, a word for a missing value read as text; "
+                f"load the file again with `python -m pipeline_lib.warehouse load ... {flags}`")
+    return f": its values that are not numbers: {listed}"
 
 
 def _feature_type(sql_type: str) -> str:
@@ -81,8 +101,16 @@ def schema_types(config) -> dict[str, str] | None:
     return {f.name: schema_pb2.FeatureType.Name(f.type) for f in schema.feature}
 
 
-def check_columns(config, table: dict[str, str] | None, schema: dict[str, str] | None, report: Report) -> None:
+def check_columns(config, sql_types: dict[str, str] | None, schema: dict[str, str] | None, report: Report) -> None:
+    """The config's columns against the table (`sql_types`, None: not readable from here) and the
+    schema (None: no schema yet). A table's type is named as the warehouse has it, with the
+    FeatureType ingest writes it as: 'VARCHAR (BYTES)'."""
+    table = None if sql_types is None else {c: _feature_type(t) for c, t in sql_types.items()}
     listing = f"; the table's columns: {', '.join(table)}" if table is not None else ""
+
+    def typed(col):
+        return f"{sql_types[col]} ({table[col]})" if sql_types[col] != table[col] else table[col]
+
     for where, col in config.columns_by_field():
         if where not in FIELD_TYPES:  # the timestamp column: below
             continue
@@ -102,18 +130,19 @@ def check_columns(config, table: dict[str, str] | None, schema: dict[str, str] |
                 f"field '{where}': {col!r} is not in table {config.source.table}"
                 + (" (the schema has it: validate files the missing column as an anomaly)" if known else listing))
         elif known and table[col] != schema[col]:
-            report.warnings.append(f"{col!r} is {table[col]} in table {config.source.table} but {schema[col]} in the "
+            report.warnings.append(f"{col!r} is {typed(col)} in table {config.source.table} but {schema[col]} in the "
                                    "schema: validate files the type change as an anomaly")
         elif not known and table[col] not in FIELD_TYPES[where]:
-            report.errors.append(f"field '{where}': {col!r} is {table[col]} in table {config.source.table}, "
-                                 f"a {kind} column takes {'/'.join(sorted(FIELD_TYPES[where]))}")
+            cause = _not_numbers(config, col) if table[col] == "BYTES" and "BYTES" not in FIELD_TYPES[where] else ""
+            report.errors.append(f"field '{where}': {col!r} is {typed(col)} in table {config.source.table}, "
+                                 f"a {kind} column takes {'/'.join(sorted(FIELD_TYPES[where]))}{cause}")
     ts, unit = config.source.timestamp_column, config.source.timestamp_unit
     if table is not None:
         want = "INT" if unit == "epoch_seconds" else "TIMESTAMP"
         if ts not in table:
             report.errors.append(f"field 'source.timestamp_column': {ts!r} is not in table {config.source.table}{listing}")
         elif table[ts] != want:
-            report.errors.append(f"field 'source.timestamp_unit': {ts!r} is {table[ts]} in table "
+            report.errors.append(f"field 'source.timestamp_unit': {ts!r} is {typed(ts)} in table "
                                  f"{config.source.table}, timestamp_unit {unit} reads {want}")
 
 

@@ -10,7 +10,11 @@ import argparse
 import datetime as dt
 import json
 
-from pipeline_lib import artifacts
+from pipeline_lib import artifacts, serving
+
+SENSOR = "wait_for_data"  # pipeline_ops.sensors.TASK_ID: its no-data filer files under it (Airflow is not imported here)
+FILING = {"validate": "validate", "transform": "the label check"}  # the steps whose findings are filed
+SHOW = " (python -m pipeline_lib.anomalies show ID)"
 
 
 def _results(pipeline: str, date: dt.date) -> tuple[dict[str, dict | None], dict[str, str]]:
@@ -26,13 +30,14 @@ def _results(pipeline: str, date: dt.date) -> tuple[dict[str, dict | None], dict
     return results, errors
 
 
-def _filed(pipeline: str, date: dt.date) -> dict[str, dict[tuple[str, str], int]]:
-    """Per step, the tracker id each of its findings was filed as (where file_anomalies ran)."""
+def _filed(pipeline: str, date: dt.date) -> dict[str, list[dict]]:
+    """Per task, the tracker records its findings were filed as (where file_anomalies or the data
+    sensor's no-data filer ran)."""
     out = {}
-    for step in artifacts.STEPS:
-        path = artifacts.filed_anomalies_path(pipeline, date, step)
+    for task in (SENSOR, *artifacts.STEPS):
+        path = artifacts.filed_anomalies_path(pipeline, date, task)
         if path.exists():
-            out[step] = {(r["feature"], r["kind"]): r["id"] for r in json.loads(path.read_text())}
+            out[task] = json.loads(path.read_text())
     return out
 
 
@@ -43,25 +48,27 @@ def first_line(error: str) -> str:
     return f"{lines[0]} ... {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
-def outcome(results: dict[str, dict | None], errors: dict[str, str],
-            filed: dict[str, dict[tuple[str, str], int]]) -> tuple[str, bool]:
-    """(the run's outcome in words, whether it is a failure). `filed`: per step, the tracker id of
-    each (feature, kind) it filed."""
+def outcome(results: dict[str, dict | None], errors: dict[str, str], filed: dict[str, list[dict]]) -> tuple[str, bool]:
+    """(the run's outcome in words, whether it is a failure). `filed`: per task, the tracker records
+    it filed."""
     push = results["push"]
     if push and push["pushed"]:
         return f"PUSHED version {push['version']}", False
     if push:
-        return f"NOT PUSHED (the quality gate refused it; serving stays at version {push['version']}): {push['reason']}", False
+        return f"NOT PUSHED (the quality gate refused it; {serving.still_serving(push['version'])}): {push['reason']}", False
     if errors:
         return "NOT PUSHED: " + "; ".join(f"{step} failed: {error}" for step, error in errors.items()), True
     for step, gated in (("validate", "transform"), ("transform", "train")):  # the anomaly gates
         blocking = [a for a in (results[step] or {}).get("anomalies", []) if a["severity"] == "blocking"]
         if blocking and results[gated] is None:
-            ids = filed.get(step, {})
+            ids = {(r["feature"], r["kind"]): r["id"] for r in filed.get(step, [])}
             return ("NOT PUSHED: blocked by anomalies " + ", ".join(
                 (f"#{ids[a['feature'], a['kind']]} " if (a["feature"], a["kind"]) in ids else "")
-                + f"{a['feature']} ({a['kind']})" for a in blocking) + " (python -m pipeline_lib.anomalies show ID)"), True
+                + f"{a['feature']} ({a['kind']})" for a in blocking) + SHOW), True
     ran = [step for step, result in results.items() if result]
+    if not ran and filed.get(SENSOR):  # the span's data never arrived
+        return "NOT PUSHED: " + "; ".join(f"anomaly #{r['id']} {r['feature']} ({r['kind']}): {r['description']}"
+                                          for r in filed[SENSOR]) + SHOW, True
     return f"NOT PUSHED: the run stopped after {ran[-1] if ran else 'no step'} (see its Airflow log)", True
 
 
@@ -83,9 +90,11 @@ def summary(pipeline: str, date: dt.date) -> tuple[str, bool]:
         lines.append(f"  ingested   {len(i['ingested'])} span{'s' if len(i['ingested']) != 1 else ''}"
                      + (f" ({i['ingested'][0]} .. {i['ingested'][-1]})" if len(i["ingested"]) > 1 else
                         f" ({i['ingested'][0]})" if i["ingested"] else " (the window's spans were kept)"))
-    if r["validate"]:
-        anomalies = r["validate"]["anomalies"]
-        lines.append(f"  anomalies  {len(anomalies)}" + ("" if anomalies else " (none)"))
+    found = {step: r[step]["anomalies"] for step in FILING if r[step]}
+    if found:
+        anomalies = [a for step_found in found.values() for a in step_found]
+        lines.append(f"  anomalies  {len(anomalies)}" + (" (" + ", ".join(
+            f"{len(step_found)} from {FILING[step]}" for step, step_found in found.items()) + ")" if anomalies else " (none)"))
         lines += [f"    - [{a['severity']}] {a['feature']}: {a['kind']}: {a['description'].strip()}"
                   for a in anomalies[:5]]
     if r["transform"]:
@@ -116,7 +125,7 @@ def summary(pipeline: str, date: dt.date) -> tuple[str, bool]:
     if r["push"]:
         p = r["push"]
         lines.append(f"  pushed     version {p['version']} -> {p['path']}" if p["pushed"]
-                     else f"  pushed     no, serving stays at version {p['version']}: {p['reason']}")
+                     else f"  pushed     no, {serving.still_serving(p['version'])}: {p['reason']}")
     lines += [f"  {step:<10} FAILED: {errors[step]}" if step in errors else f"  {step:<10} did not run"
               for step, res in r.items() if res is None]
     text, failed = outcome(r, errors, _filed(pipeline, date))

@@ -8,6 +8,7 @@ of what it came from in `assets.extra/` (which TF Serving ignores).
 
     python -m pipeline_lib.serving list --config pipelines/taxi_tips/pipeline.yaml
     python -m pipeline_lib.serving rollback --config pipelines/taxi_tips/pipeline.yaml [--to N]
+    python -m pipeline_lib.serving model-config [--out FILE]   # TF Serving's --model_config_file
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ import datetime as dt
 import fcntl
 import getpass
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path
+
+from pipeline_lib import settings
+
+log = logging.getLogger(__name__)
 
 # the exported model's signatures: raw serialized tf.Examples in; the second feeds TFMA the
 # transformed features (and the label computed from raw columns)
@@ -29,6 +35,7 @@ TRANSFORM_SIGNATURE = "transform_features"
 RECORD = Path("assets.extra") / "pipeline_record.json"
 LABEL_INFO = Path("assets.extra") / "label.json"  # task and class names (output order), from train
 _INCOMING = ".incoming-"
+MODEL_CONFIG = "models.config"  # TF Serving's --model_config_file, at the serving root by default
 
 
 def versions(model_dir: Path) -> list[int]:
@@ -40,6 +47,11 @@ def versions(model_dir: Path) -> list[int]:
 def latest_version(model_dir: Path) -> int | None:
     found = versions(model_dir)
     return found[-1] if found else None
+
+
+def still_serving(version: int | None) -> str:
+    """What a refused push leaves serving, in words (a first model refused leaves nothing)."""
+    return "no model serves yet" if version is None else f"serving stays at version {version}"
 
 
 def record(model_dir: Path, version: int) -> dict:
@@ -97,15 +109,54 @@ def rollback(model_dir: Path, to: int | None = None, by: str | None = None) -> t
             **record(model_dir, target), "rollback": {"restores": target, "replaces": found[-1], "by": by}})
 
 
+def model_config(pipelines_dir: Path | None = None) -> str:
+    """TF Serving's model config (ModelServerConfig, protobuf text) for every pipeline whose model
+    has a version. Only those: TF Serving serves nothing until every listed model has loaded. A
+    config that does not load is left out with a warning; the others are listed all the same."""
+    from pipeline_lib.config import ConfigError, discover, load_config
+
+    models: dict[str, Path] = {}
+    for path in discover(pipelines_dir):
+        try:
+            served = load_config(path, check_schema=False).serving
+        except ConfigError as e:
+            log.warning("not served: %s", e)
+            continue
+        model_dir = served.model_dir()
+        if versions(model_dir) and models.setdefault(served.model_name, model_dir) != model_dir:
+            log.warning("not served: %s: model %s is listed from %s", path, served.model_name, models[served.model_name])
+    entries = "".join(f'  config {{\n    name: "{name}"\n    base_path: {json.dumps(str(base), ensure_ascii=False)}\n'
+                      f'    model_platform: "tensorflow"\n  }}\n' for name, base in models.items())
+    return f"model_config_list {{\n{entries}}}\n"
+
+
+def write_model_config(out: Path | None = None, pipelines_dir: Path | None = None) -> Path:
+    """Write `model_config()` to `out` (default: <serving root>/models.config) by one rename, as TF
+    Serving polls it. Under the root's lock: the last writer has seen every push that wrote before."""
+    out = out or settings.serving_root() / MODEL_CONFIG
+    with _locked(out.parent):
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(model_config(pipelines_dir))
+        tmp.replace(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     from pipeline_lib.config import load_config
 
     parser = argparse.ArgumentParser(prog="pipeline_lib.serving", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["list", "rollback"])
-    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("command", choices=["list", "rollback", "model-config"])
+    parser.add_argument("--config", type=Path, help="the pipeline's config (list, rollback)")
     parser.add_argument("--to", type=int, help="version to restore (rollback; default: the previous)")
     parser.add_argument("--by", default=getpass.getuser(), help="who rolls back (recorded; default: the OS user)")
+    parser.add_argument("--out", type=Path, help=f"model-config: where to (default: <serving root>/{MODEL_CONFIG})")
     args = parser.parse_args(argv)
+    if args.command == "model-config":
+        out = write_model_config(args.out)
+        print(f"{out}:\n{out.read_text()}", end="")
+        return
+    if args.config is None:
+        parser.error(f"{args.command} needs --config")
     model_dir = load_config(args.config).serving.model_dir()
     if args.command == "rollback":
         version, path = rollback(model_dir, args.to, args.by)

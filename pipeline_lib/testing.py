@@ -5,18 +5,18 @@ tf.Transform's real analyzers, in process, in seconds (ML environment).
     out = transform_rows(config, [{"fare": 10.0, "tips": 3.0, "payment_type": "Cash"}, ...])
     assert out[0]["big_tipper"] == 1
 
-The rows become tf.Examples exactly as ingest writes them and are decoded with the pipeline's
-schema exactly as the transform step decodes them, so missing values, types and full-pass analyzers
-(`tft.scale_to_z_score`, vocabularies, ...) behave as in a run: over these rows alone. A column the
-rows leave out is missing in every row.
+The rows become tf.Examples exactly as ingest writes them; tf.Transform analyzes them with the
+pipeline's schema as the transform step does and saves the transform graph, which is applied to
+them as training and serving apply it (pipeline_lib.transformed). So missing values, types and
+full-pass analyzers (`tft.scale_to_z_score`, vocabularies, ...) behave as in a run: over these rows
+alone. A column the rows leave out is missing in every row.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,13 +25,12 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from pipeline_lib import user_module
 from pipeline_lib.steps.ingest import to_examples
 
-ROW = "__row__"  # each row's index, passed through the transformation to give the rows back in order
 ARROW_TYPES = {schema_pb2.INT: pa.int64(), schema_pb2.FLOAT: pa.float32(), schema_pb2.BYTES: pa.string()}
 
 
 def _schema(config, rows: list[dict]) -> schema_pb2.Schema:
     """The pipeline's curated schema (or, before its first run, one read off the rows' Python
-    types), plus the row index as a dense feature."""
+    types)."""
     import tensorflow as tf
     from google.protobuf import text_format
     from tensorflow_transform.tf_metadata import schema_utils
@@ -50,9 +49,6 @@ def _schema(config, rows: list[dict]) -> schema_pb2.Schema:
     unknown = sorted({key for row in rows for key in row} - {f.name for f in schema.feature})
     if unknown:
         raise ValueError(f"rows hold columns the schema ({path.name}) lacks: {unknown}")
-    feature = schema.feature.add(name=ROW, type=schema_pb2.INT)
-    feature.shape.dim.add(size=1)
-    feature.presence.min_fraction = 1.0
     return schema
 
 
@@ -66,42 +62,49 @@ def transform_rows(config, rows: list[dict], preprocessing_fn: Callable | None =
     transformation gives one, a list otherwise. `preprocessing_fn(inputs, config)`: another one than
     the pipeline module's. Raises when the label (`label.key`) is not output."""
     import apache_beam as beam
+    import tensorflow as tf
+    import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx_bsl.public import tfxio
 
+    from pipeline_lib import transformed
     from pipeline_lib.beam import beam_pipeline
 
     schema = _schema(config, rows)
-    columns = {ROW: pa.array(range(len(rows)), pa.int64())}
-    for f in schema.feature:
-        if f.name != ROW:
-            columns[f.name] = pa.array([row.get(f.name) for row in rows], ARROW_TYPES[f.type])
-    examples = to_examples(pa.table(columns))
+    examples = to_examples(pa.table({f.name: pa.array([row.get(f.name) for row in rows], ARROW_TYPES[f.type])
+                                     for f in schema.feature}))
     fn = functools.partial(preprocessing_fn, config=config) if preprocessing_fn else user_module.preprocessing_fn(config)
-
-    def with_row(inputs: Mapping):
-        outputs = dict(fn(_Inputs({k: v for k, v in inputs.items() if k != ROW})))
-        outputs[ROW] = inputs[ROW]
-        return outputs
-
     source = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["testing"], schema=schema)
     with tempfile.TemporaryDirectory() as tmp:
+        graph = Path(tmp) / "transform_graph"
         with beam_pipeline(config, len(rows), tmp) as p, tft_beam.Context(temp_dir=tmp):
             raw = p | beam.Create(examples) | source.BeamSource()
-            (transformed, _), _ = ((raw, source.TensorAdapterConfig())
-                                   | tft_beam.AnalyzeAndTransformDataset(with_row, output_record_batches=True))
-            _ = (transformed
-                 | beam.Map(lambda batch: json.dumps(batch[0].to_pydict(), default=bytes.decode))
-                 | beam.io.WriteToText(str(Path(tmp) / "out")))
-        batches = [json.loads(line) for out in sorted(Path(tmp).glob("out*")) for line in out.read_text().splitlines()]
-    out = [None] * len(rows)
-    for batch in batches:
-        for i, index in enumerate(batch.pop(ROW)):
-            out[_scalar(index)] = {name: _scalar(values[i]) for name, values in batch.items()}
-    if out and config.label.key not in out[0]:
+            transform_fn = ((raw, source.TensorAdapterConfig())
+                            | tft_beam.AnalyzeDataset(lambda inputs: dict(fn(_Inputs(inputs)))))
+            _ = transform_fn | tft_beam.WriteTransformFn(str(graph))
+        # as the transform step saves it: the raw metadata that raw_feature_spec() reads
+        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema), str(graph / "metadata"))
+        batch = transformed.transform(tft.TFTransformOutput(str(graph)))(tf.constant(examples, tf.string))
+        columns = {name: _rows(values) for name, values in batch.items()}
+    if config.label.key not in columns:
         raise ValueError(f"preprocessing_fn did not output the label {config.label.key!r} (label.key); "
-                         f"it output {sorted(out[0])}")
-    return out
+                         f"it output {sorted(columns)}")
+    return [{name: _scalar(values[i]) for name, values in columns.items()} for i in range(len(rows))]
+
+
+def _rows(tensor) -> list:
+    """A transformed feature's values, one Python value or list per row (bytes decoded)."""
+    import tensorflow as tf
+
+    if isinstance(tensor, tf.sparse.SparseTensor):
+        tensor = tf.RaggedTensor.from_sparse(tensor)
+    values = tensor.to_list() if isinstance(tensor, tf.RaggedTensor) else tensor.numpy().tolist()
+    return [_decoded(v) for v in values]
+
+
+def _decoded(value):
+    return [_decoded(v) for v in value] if isinstance(value, list) else value.decode() if isinstance(value, bytes) else value
 
 
 def _scalar(value):

@@ -6,8 +6,10 @@ Each raw column `c` becomes `xf(c)`:
 - bucketized: `bucket_count` buckets at the quantiles of the present values; a missing value takes
   the column's mean, then its bucket;
 - categorical (small integer ids) and vocabulary (strings): a vocabulary of the `vocab_size` most
-  frequent values plus `oov_buckets` hashed buckets for unseen ones; a missing value is a value of
-  its own ("" or -1), so it gets its own id.
+  frequent values plus `oov_buckets` hashed buckets for unseen ones; a missing value gets id 0, a
+  token the vocabulary reserves (MISSING), whether the analyzed rows had missing values or not:
+  the same id in training, serving and the test kit (without it, a missing string, "", would be
+  hashed among the unseen values, as tf.Transform keeps no empty token).
 The label (`label.key`, from its one raw column) by `label.task`: binary a 0/1 integer, multiclass
 class ids through the label's vocabulary (pipeline_lib.task.label_ids), regression a float.
 
@@ -24,6 +26,8 @@ import tensorflow_transform as tft
 
 from pipeline_lib import task
 from pipeline_lib.task import dense
+
+MISSING = {tf.string: "__missing__", tf.int64: -1}  # a categorical column's missing value, by dtype
 
 
 def xf(name: str) -> str:
@@ -66,10 +70,10 @@ def transform_features(inputs, config) -> dict:
     for key in features.bucketized:
         outputs[xf(key)] = bucketized(inputs[key], features.bucket_count)
     for key in features.categorical + features.vocabulary:
-        default = "" if inputs[key].dtype == tf.string else -1
+        missing = MISSING[inputs[key].dtype]
         outputs[xf(key)] = tft.compute_and_apply_vocabulary(
-            dense(inputs[key], default), top_k=features.vocab_size,
-            num_oov_buckets=features.oov_buckets, vocab_filename=key)
+            dense(inputs[key], missing), top_k=features.vocab_size, num_oov_buckets=features.oov_buckets,
+            vocab_filename=key, reserved_tokens=[str(missing)])
     return outputs
 
 

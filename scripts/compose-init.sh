@@ -2,7 +2,8 @@
 # The compose stack's airflow-init service (docker-compose.yaml), run as root in the Airflow image:
 # Airflow's migrations, the admin user's password, the alert connections (SMTP to the mail catcher,
 # Slack webhook to the receiver; both overwritten on every start, so .env changes take effect), the
-# anomaly tracker's schema, the taxi sample in the warehouse; then hands the volumes to uid 50000.
+# anomaly tracker's schema, the taxi sample in the warehouse, the model server's config (the
+# pipelines' pushed models; each push rewrites it); then hands the volumes to uid 50000.
 set -euo pipefail
 
 echo "waiting for the metadata database"
@@ -33,6 +34,7 @@ rm -f /tmp/connections.json
 
 python -c "from pipeline_lib.anomalies.tracker import Tracker; Tracker(); print('anomaly tracker schema: up to date')"
 python /opt/project/scripts/load_taxi_sample.py /opt/project/downloads/tfx-*.whl "$PIPELINE_WAREHOUSE"
+python -m pipeline_lib.serving model-config
 
 chown -R 50000:0 /opt/airflow/auth /data/warehouse /data/artifacts /models
 echo "airflow-init done"

@@ -1,21 +1,27 @@
 """Evaluate: TFMA on the eval split of the newest training spans (`evaluation.recent_rows` eval
 rows; the whole window when null), data the candidate has not trained on, the candidate against
 the model now serving (the baseline). Value thresholds always apply; change thresholds only once a
-baseline exists. The blessing says which thresholds failed and why."""
+baseline exists. A `trivial` bound is computed from the labels of those eval rows before TFMA runs
+(the trivial model's score and a margin for chance). The blessing says which thresholds failed and
+why, and why a metric was not judged."""
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_model_analysis.metrics.metric_specs import metric_instance
 
-from pipeline_lib import artifacts, serving, spans
+from pipeline_lib import artifacts, serving, spans, transformed
 from pipeline_lib.beam import batch_size, beam_pipeline, examples_source, read_examples
+from pipeline_lib.config import TRIVIAL, TRIVIAL_BOUNDS
 from pipeline_lib.serving import LABEL_INFO, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 
 CANDIDATE, BASELINE = "candidate", "baseline"
@@ -27,6 +33,60 @@ SLICES = "slices.json"
 TFMA_OUTPUT = "tfma"
 _DIRECTION = {"higher_is_better": tfma.MetricDirection.HIGHER_IS_BETTER,
               "lower_is_better": tfma.MetricDirection.LOWER_IS_BETTER}
+# a `trivial` bound lies Z standard errors (of the trivial model's score on the eval rows) past that
+# score: sampling noise goes that far with this chance (one-sided)
+CHANCE = 0.001
+Z = statistics.NormalDist().inv_cdf(1 - CHANCE)  # 3.09
+
+
+def _chance_auc(labels: np.ndarray, classes: list[str]) -> tuple[float, str]:
+    """A constant score has AUC 0.5; a score that ignores the label spreads around it with the
+    Mann-Whitney statistic's standard error."""
+    positive = int((labels == 1).sum())
+    negative = labels.size - positive
+    se = math.sqrt((labels.size + 1) / (12 * positive * negative)) if positive and negative else math.inf
+    return 0.5 + Z * se, (f"0.5, the AUC of a constant score, plus {Z:.1f} standard errors on the "
+                          f"{positive} positive and {negative} negative eval rows")
+
+
+def _majority_accuracy(labels: np.ndarray, classes: list[str]) -> tuple[float, str]:
+    """Always answering the eval rows' majority class: no constant answer does better there."""
+    ids, counts = np.unique(labels.astype(np.int64), return_counts=True)
+    share = counts.max() / labels.size
+    majority = classes[ids[counts.argmax()]]
+    return share + Z * math.sqrt(share * (1 - share) / labels.size), (
+        f"{share:.4f}, the share of the majority class {majority!r} in the {labels.size} eval rows, "
+        f"plus {Z:.1f} standard errors")
+
+
+def _mean_squared_error(labels: np.ndarray, classes: list[str]) -> tuple[float, str]:
+    """Always answering the eval rows' mean label: its MSE is their variance, a mean of squared
+    deviations whose standard error is large for a heavy-tailed label (a few huge values)."""
+    squared = (labels - labels.mean()) ** 2
+    variance, se = float(squared.mean()), float(squared.std()) / math.sqrt(labels.size)
+    return variance - Z * se, (f"{variance:.4g}, the variance of the label in the {labels.size} eval rows (the "
+                               f"error of always answering their mean), less {Z:.1f} standard errors")
+
+
+# the trivial model of each metric that may have a `trivial` bound (config.TRIVIAL_BOUNDS)
+TRIVIAL_MODELS = {"AUC": _chance_auc, "BinaryAccuracy": _majority_accuracy,
+                  "SparseCategoricalAccuracy": _majority_accuracy, "MeanSquaredError": _mean_squared_error}
+
+
+def trivial_bounds(config, transform_graph: str, files: list[str], classes: list[str]) -> dict[str, tuple[float, str]]:
+    """Metric class name -> (bound, where it comes from) for each `trivial` bound, from the labels of
+    the eval rows TFMA judges (as the transform graph computes them). The best constant answer on
+    those rows scores at least what one learned from the training rows (their majority class or
+    mean label) does, so a model must beat that."""
+    import tensorflow_transform as tft
+
+    wanted = [name for name, t in config.evaluation.thresholds.items() if TRIVIAL in (t.lower_bound, t.upper_bound)]
+    if not wanted:
+        return {}
+    apply = transformed.transform(tft.TFTransformOutput(transform_graph))
+    labels = np.concatenate([apply(batch)[config.label.key].numpy().ravel()
+                             for batch in transformed.records(files, 8192)])
+    return {name: TRIVIAL_MODELS[name](labels, classes) for name in wanted}
 
 
 def metric_threshold(threshold, with_change: bool):
@@ -72,12 +132,15 @@ def metrics_specs(config, metrics: list, classes: list[str]) -> list:
     return specs
 
 
-def eval_config(config, with_baseline: bool, classes: list[str] = ()):
+def eval_config(config, with_baseline: bool, classes: list[str] = (), bounds: dict | None = None):
+    """TFMA's EvalConfig; `bounds` (trivial_bounds) stand in for the `trivial` bounds."""
     evaluation = config.evaluation
     metrics = []
     for name in evaluation.metrics:
         metric = tfma.MetricConfig(class_name=name)
         threshold = evaluation.thresholds.get(name)
+        if name in (bounds or {}):
+            threshold = threshold.model_copy(update={TRIVIAL_BOUNDS[name]: bounds[name][0]})
         tfma_threshold = threshold and metric_threshold(threshold, with_baseline)
         if tfma_threshold:
             # on the overall slice only: a threshold on every slice refuses models that are
@@ -92,7 +155,42 @@ def eval_config(config, with_baseline: bool, classes: list[str] = ()):
                                     preprocessing_function_names=[TRANSFORM_SIGNATURE])
                      for name in models],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=s) for s in evaluation.slices],
-        metrics_specs=metrics_specs(config, metrics, list(classes)))
+        metrics_specs=metrics_specs(config, metrics, list(classes)) + confusion_specs(config))
+
+
+# the confusion matrix of a classification label (the Models page shows it): TFMA's binary one at
+# the 0.5 threshold (num_thresholds 2: -epsilon, 0, 0.5 and 1), its multi-class one by top class
+CONFUSION_PLOTS = {"binary": ("ConfusionMatrixPlot", '{"num_thresholds": 2}'),
+                   "multiclass": ("MultiClassConfusionMatrixPlot", "")}
+
+
+def confusion_specs(config) -> list:
+    """The confusion matrix plot of the label's task, unless the config's metrics name it already."""
+    name, kwargs = CONFUSION_PLOTS.get(config.label.task, (None, ""))
+    if name is None or name in config.evaluation.metrics:
+        return []
+    return [tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name=name, config=kwargs)])]
+
+
+def confusion_matrix(output: Path, models: list[str], classes: list[str]) -> dict | None:
+    """The overall slice's confusion matrix of each model: {"classes", model: counts by actual
+    class (rows) and predicted class (columns)}; None for a regression label."""
+    out: dict = {}
+    for plots in tfma.load_plots(str(output)):
+        if slice_name(plots.slice_key) != OVERALL:
+            continue
+        for kv in plots.plot_keys_and_values:
+            model, value = kv.key.model_name or models[0], kv.value
+            if value.HasField("confusion_matrix_at_thresholds"):
+                (m,) = [m for m in value.confusion_matrix_at_thresholds.matrices if m.threshold == 0.5]
+                out[model] = [[m.true_negatives, m.false_positives], [m.false_negatives, m.true_positives]]
+            elif value.HasField("multi_class_confusion_matrix_at_thresholds"):
+                (m,) = value.multi_class_confusion_matrix_at_thresholds.matrices
+                counts = [[0.0] * len(classes) for _ in classes]
+                for e in m.entries:
+                    counts[e.actual_class_id][e.predicted_class_id] = e.num_weighted_examples
+                out[model] = counts
+    return {"classes": list(classes), **out} if out else None
 
 
 def slicing_schema(config, schema: str) -> schema_pb2.Schema:
@@ -165,9 +263,11 @@ def _failed(validation, classes: list[str]) -> set[tuple[str, bool, str]]:
             for per_slice in validation.metric_validations_per_slice for f in per_slice.failures}
 
 
-def verdicts(cfg, validation, overall: dict[str, dict[str, float]], classes: list[str] = ()) -> list[dict]:
+def verdicts(cfg, validation, overall: dict[str, dict[str, float]], classes: list[str] = (),
+             bases: dict[str, str] | None = None) -> list[dict]:
     """Every threshold that applied, with the value it judged and whether it passed (as TFMA's
-    validation decided: a threshold passes unless TFMA lists it among the failures)."""
+    validation decided: a threshold passes unless TFMA lists it among the failures); a value
+    threshold of a metric in `bases` (TFMA name -> words) says where its bound comes from."""
     failed = _failed(validation, list(classes))
     out = []
     for key, specs in tfma.metrics.metric_thresholds_from_metrics_specs(cfg.metrics_specs, cfg).items():
@@ -178,8 +278,9 @@ def verdicts(cfg, validation, overall: dict[str, dict[str, float]], classes: lis
             threshold = tfma.MetricThreshold(**{kind: generic})
             name = metric_name(key, list(classes))
             value = overall.get(CANDIDATE + (DIFF if key.is_diff else ""), {}).get(name)
+            basis = (bases or {}).get(name) if kind == "value_threshold" else None
             out.append({"metric": name, "kind": "change" if key.is_diff else "value",
-                        "threshold": threshold_text(threshold), "value": value,
+                        "threshold": threshold_text(threshold) + (f" ({basis})" if basis else ""), "value": value,
                         "passed": (name, key.is_diff, kind) not in failed})
     return sorted(out, key=lambda v: (v["metric"], v["kind"]))
 
@@ -188,7 +289,10 @@ def reasons_from(judged: list[dict], validation) -> list[str]:
     reasons = [f"{v['metric']}{' change vs serving model' if v['kind'] == 'change' else ''} = "
                f"{'n/a' if v['value'] is None else format(v['value'], '.4f')} fails {v['threshold']}"
                for v in judged if not v["passed"]]
-    if not validation.validation_ok and not reasons:  # e.g. a metric TFMA could not compute
+    if validation.missing_thresholds:
+        reasons.append("no threshold applies to this model, and none is blessed without one: evaluation.thresholds "
+                       "sets no lower_bound or upper_bound, and change thresholds need a serving model")
+    elif not validation.validation_ok and not reasons:  # e.g. a metric TFMA could not compute
         reasons.append(f"TFMA validation failed: {str(validation).strip()[:500]}")
     return reasons
 
@@ -237,28 +341,34 @@ def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_c
     # a forced retrain (run param) is judged like a first model: value thresholds only
     with_baseline = baseline_version is not None and not skip_change_threshold
     classes = json.loads((Path(model) / LABEL_INFO).read_text())["classes"]
-    cfg = eval_config(config, with_baseline, classes)
+    trained_on = artifacts.read_result(Path(examples))
+    evaluated = spans.recent(trained_on["spans"], "eval", config.evaluation.recent_rows)
+    eval_rows = sum(e["rows"]["eval"] for e in evaluated)
+    if not eval_rows:
+        raise ValueError(f"no eval rows in the training spans of {examples}")
+    files = spans.files(evaluated, "eval")
+    bounds = trivial_bounds(config, trained_on["transform_graph"], files, classes)
+    cfg = eval_config(config, with_baseline, classes, bounds)
     paths = {CANDIDATE: model}
     if with_baseline:
         paths[BASELINE] = str(model_dir / str(baseline_version))
     shared_models = [tfma.default_eval_shared_model(eval_saved_model_path=path, model_name=name, eval_config=cfg)
                      for name, path in paths.items()]
-    evaluated = spans.recent(artifacts.read_result(Path(examples))["spans"], "eval", config.evaluation.recent_rows)
-    eval_rows = sum(e["rows"]["eval"] for e in evaluated)
-    if not eval_rows:
-        raise ValueError(f"no eval rows in the training spans of {examples}")
     with artifacts.atomic_dir(output_dir) as tmp, tempfile.TemporaryDirectory() as beam_tmp:
         out = tmp / TFMA_OUTPUT
-        analyze(config, shared_models, cfg, spans.files(evaluated, "eval"), out,
-                slicing_schema(config, schema), eval_rows, beam_tmp)
+        analyze(config, shared_models, cfg, files, out, slicing_schema(config, schema), eval_rows, beam_tmp)
         validation = tfma.load_validation_result(str(out))
         per_slice = slice_metrics(out, list(paths), classes)
-        judged = verdicts(cfg, validation, per_slice[OVERALL], classes)
+        bases = {metric_instance(tfma.MetricConfig(class_name=name)).name: basis for name, (_, basis) in bounds.items()}
+        judged = verdicts(cfg, validation, per_slice[OVERALL], classes, bases)
         reasons = reasons_from(judged, validation)
         if not with_baseline:
             reasons.append("change thresholds skipped (run param skip_change_threshold): judged on value "
                            "thresholds only" if skip_change_threshold else
                            "first model: judged on value thresholds only (no model is serving)")
+        unjudged = [name for name in config.evaluation.metrics if name not in config.evaluation.thresholds]
+        if unjudged:
+            reasons.append(f"shown, not judged (no threshold in evaluation.thresholds): {', '.join(unjudged)}")
         blessing = {"blessed": bool(validation.validation_ok), "reasons": reasons, "thresholds": judged,
                     "candidate": model, "baseline_version": baseline_version,
                     "evaluated": {"spans": len(evaluated), "first": evaluated[0]["span"], "last": evaluated[-1]["span"],
@@ -267,7 +377,8 @@ def run(config, output_dir: Path, model: str, examples: str, schema: str, skip_c
         artifacts.write_json(tmp / BLESSING, blessing)
         artifacts.write_json(tmp / SLICES, per_slice)
         (tmp / REPORT).write_text(report(config, blessing, per_slice))
-        result = {**blessing, "blessing": str(output_dir / BLESSING), "eval_result": str(output_dir / TFMA_OUTPUT),
+        result = {**blessing, "confusion_matrix": confusion_matrix(out, list(paths), classes),
+                  "blessing": str(output_dir / BLESSING), "eval_result": str(output_dir / TFMA_OUTPUT),
                   "slices": str(output_dir / SLICES), "report": str(output_dir / REPORT)}
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)
     return result

@@ -53,6 +53,7 @@ def run(config, output_dir: Path, model: str, blessing: str, infra_blessing: str
         else:
             record = provenance(config, run_id, model, examples, schema, transform_graph, verdict, infra)
             version, path, new = serving.publish(Path(model), model_dir, record)
+            serving.write_model_config()  # a first version joins the model server's list (also on a retry)
             result = {"pushed": new, "version": version, "path": str(path),
                       "reason": "blessed" if new else f"span {record['span']} already pushed as version {version}"}
         artifacts.write_json(tmp / artifacts.RESULT_FILENAME, result)

@@ -36,6 +36,7 @@ from pipeline_lib import (
 )
 from pipeline_lib.beam import batch_size, beam_pipeline, examples_source, read_examples
 from pipeline_lib.steps.ingest import SPLITS
+from pipeline_lib.steps.validate import merge
 
 TRANSFORM_GRAPH = "transform_graph"
 CACHED = tft_cache.DatasetKey("cached")
@@ -96,7 +97,8 @@ def span_labels(config, graph: Path, entries: list[dict]) -> dict[str, dict]:
 
 
 def label_findings(config, graph: Path, entries: list[dict], checked: set[str]) -> list[dict]:
-    """The label of each checked span against the `validation.reference_spans` before it."""
+    """The label of each checked span against the `validation.reference_spans` before it; the same
+    finding in several spans is one, naming them (as validate's)."""
     reach = config.validation.reference_spans
     wanted = [i for i, e in enumerate(entries) if e["span"] in checked]
     near = sorted({j for i in wanted for j in range(max(0, i - reach), i + 1)})
@@ -105,7 +107,7 @@ def label_findings(config, graph: Path, entries: list[dict], checked: set[str]) 
     for i in wanted:
         before = [labels[e["span"]] for e in entries[max(0, i - reach):i]]
         found += label_check.findings(config, entries[i]["span"], labels[entries[i]["span"]], before)
-    return found
+    return merge(found)
 
 
 def run(config, output_dir: Path, examples: str, schema: str, exclude_spans: str = "") -> dict:

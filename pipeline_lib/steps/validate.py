@@ -209,22 +209,40 @@ def presence_shortfall_is_significant(present: int, total: int, schema_feature, 
 
 
 PRESENCE = (anomalies_pb2.AnomalyInfo.FEATURE_TYPE_LOW_FRACTION_PRESENT, anomalies_pb2.AnomalyInfo.FEATURE_TYPE_NOT_PRESENT)
+TYPE_CHANGED = anomalies_pb2.AnomalyInfo.UNEXPECTED_DATA_TYPE
+DOMAIN_CHECKS = ("BOOL_TYPE_", "ENUM_TYPE_", "FLOAT_TYPE_", "INT_TYPE_", "STRING_TYPE_", "DOMAIN_INVALID_FOR_TYPE")
+
+
+def causes(reasons) -> list[tuple[object, list]]:
+    """TFDV's reasons for one feature, one per cause with the reasons that follow from it: a changed
+    type (UNEXPECTED_DATA_TYPE) fails the schema's domain checks too, run on values of the other type
+    (FLOAT_TYPE_STRING_NOT_FLOAT: strings that are not floats), one cause; presence and value counts
+    are causes of their own."""
+    changed = next((r for r in reasons if r.type == TYPE_CHANGED), None)
+    if changed is None:
+        return [(r, []) for r in reasons]
+    others = [r for r in reasons if r is not changed]
+    follows = [anomalies_pb2.AnomalyInfo.Type.Name(r.type).startswith(DOMAIN_CHECKS) for r in others]
+    return [(changed, [r for r, f in zip(others, follows) if f]), *((r, []) for r, f in zip(others, follows) if not f)]
 
 
 def findings_of(anomalies: anomalies_pb2.Anomalies, stats, schema, stats_path: Path, significance: float) -> list[dict]:
-    """One finding per (feature, reason): drift and unexpected values of a feature are two records.
-    A presence shortfall that chance explains (`significance`) is none."""
+    """One finding per (feature, cause), the reasons that follow from the cause in its description
+    (`causes`): its kind stays the same whichever of them a day shows, so the tracker finds the same
+    record. Drift and unexpected values of a feature are two records. A presence shortfall that
+    chance explains (`significance`) is none."""
     kind = anomalies_pb2.AnomalyInfo.Type.Name
     out = []
     for feature, info in sorted(anomalies.anomaly_info.items()):
-        reasons = info.reason or [anomalies_pb2.AnomalyInfo.Reason(description=info.description)]
+        reasons = list(info.reason) or [anomalies_pb2.AnomalyInfo.Reason(description=info.description)]
         fs = drift.feature_stats(stats, feature)
         present = getattr(fs, fs.WhichOneof("stats")).common_stats.num_non_missing if fs is not None and fs.WhichOneof("stats") else 0
-        for reason in reasons:
+        for reason, following in causes(reasons):
             if reason.type in PRESENCE and not presence_shortfall_is_significant(
                     present, stats.datasets[0].num_examples, tfdv.get_feature(schema, feature), significance):
                 continue
-            out.append({"feature": feature, "kind": kind(reason.type), "description": reason.description,
+            description = " ".join([reason.description, *(f"({kind(r.type)}: {r.description})" for r in following)])
+            out.append({"feature": feature, "kind": kind(reason.type), "description": description,
                         "examples": examples_of(feature, stats, schema), "statistics": str(stats_path)})
             if fs is not None and fs.HasField("string_stats") and "UNEXPECTED_STRING_VALUES" in out[-1]["kind"]:
                 out[-1]["values"] = [repr(v) for v in unexpected_values(fs, schema, feature)]  # new ones reopen

@@ -19,16 +19,18 @@ PAGE_PREFIX = "/anomaly-tracker"  # where the plugin serves its page (see anomal
 
 
 def base_url() -> str:
-    return conf.get("api", "base_url", fallback="") or "http://localhost:8080"
+    """Where Airflow is reached, read when a link is made: [api] base_url (AIRFLOW__API__BASE_URL),
+    else Airflow's own default, as its task log links use."""
+    return (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
 
 
 def page_url(pipeline: str, anomaly_id: int | None = None) -> str:
     query = {"pipeline": pipeline, **({"id": anomaly_id} if anomaly_id else {})}
-    return f"{base_url().rstrip('/')}{PAGE_PREFIX}/?{urlencode(query)}"
+    return f"{base_url()}{PAGE_PREFIX}/?{urlencode(query)}"
 
 
 def run_url(dag_id: str, run_id: str) -> str:
-    return f"{base_url().rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id)}"
+    return f"{base_url()}/dags/{quote(dag_id)}/runs/{quote(run_id)}"
 
 
 def anomaly_message(records: list[dict]) -> tuple[str, str, str]:
@@ -82,7 +84,7 @@ PUSHED = ("{{ (ti.xcom_pull(task_ids='push') or {}).get('reason') }}: serving ve
 def task_notifiers(alerts, event: str, reason: str = EXCEPTION) -> list:
     """Notifiers for a task callback (`failed`, `skipped`), rendered from the task's context."""
     subject = f"[{{{{ dag.dag_id }}}}] task {{{{ ti.task_id }}}} {event} (run {{{{ run_id }}}})"
-    link = f"{base_url().rstrip('/')}/dags/{{{{ dag.dag_id }}}}/runs/{{{{ run_id }}}}"
+    link = f"{base_url()}/dags/{{{{ dag.dag_id | urlencode }}}}/runs/{{{{ run_id | urlencode }}}}"
     out = []
     if alerts.slack_conn_id:
         out.append(SlackWebhookNotifier(slack_webhook_conn_id=alerts.slack_conn_id,

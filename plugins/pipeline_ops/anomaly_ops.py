@@ -35,15 +35,20 @@ def tracker() -> Tracker:
     return Tracker(url if isinstance(url, str) else url.render_as_string(hide_password=False))
 
 
-def file_and_alert(config, context, findings: list[dict], statistics: str | None, log) -> list[dict]:
+def file_and_alert(config, context, findings: list[dict], statistics: str | None, log, task: str) -> list[dict]:
     """File one run's findings, then send every pending alert of the pipeline (these, and earlier
     ones that failed or had no channel), one message per feature. With no channel configured they
-    stay pending, shown as not alerted, and go out once a channel exists."""
+    stay pending, shown as not alerted, and go out once a channel exists. The records filed are
+    kept in the run's folder under `task` (the step or sensor that found them), for the report."""
     run_id = context["run_id"]
     t = tracker()
     filed = t.file(config.name, span_date(context), run_id, findings, owner=config.owner,
                    run_url=alerts.run_url(context["dag"].dag_id, run_id), statistics=statistics,
                    worse_margin=config.validation.worse_margin)
+    kept = artifacts.filed_anomalies_path(config.name, span_date(context), task)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(kept, [{k: r[k] for k in ("id", "feature", "kind", "severity", "status", "description")}
+                                for r in filed])
     for record in filed:
         log.info("anomaly #%s %s/%s %s: %s (%s)", record["id"], record["feature"], record["kind"],
                  record["severity"], record["outcome"], record["status"])
@@ -81,10 +86,7 @@ class FileAnomaliesOperator(BaseOperator):
     def execute(self, context):
         config = load_config(self.config_path)
         result = context["ti"].xcom_pull(task_ids=self.step)
-        filed = file_and_alert(config, context, result["anomalies"], result.get("statistics"), self.log)
-        record = artifacts.filed_anomalies_path(config.name, span_date(context), self.step)
-        record.parent.mkdir(parents=True, exist_ok=True)
-        artifacts.write_json(record, [{k: r[k] for k in ("id", "feature", "kind", "severity", "status")} for r in filed])
+        filed = file_and_alert(config, context, result["anomalies"], result.get("statistics"), self.log, self.step)
         blocking = [r["id"] for r in filed if r["severity"] == "blocking" and r["status"] in ("open", "acknowledged")]
         return {"filed": [r["id"] for r in filed], "blocking": blocking}
 
@@ -102,7 +104,7 @@ def no_data_filer(config_path: str):
         finding = {"feature": "(data)", "kind": NO_DATA, "severity": config.validation.severity_of("(data)", NO_DATA),
                    "description": f"no data arrived for span {span_date(context)}: {context['exception']}",
                    "examples": [], "statistics": None}
-        file_and_alert(config, context, [finding], None, logging.getLogger(__name__))
+        file_and_alert(config, context, [finding], None, logging.getLogger(__name__), context["ti"].task_id)
 
     return file_no_data
 

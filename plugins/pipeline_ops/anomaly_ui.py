@@ -22,7 +22,10 @@ from pipeline_ops.page_auth import CSRF_FIELD, check_csrf, csrf_token, may
 
 app = FastAPI(title="Anomaly tracker", docs_url=None, redoc_url=None, openapi_url=None)
 ACTIONS = {"ack": ("open",), "resolve": OPEN, "accept": OPEN}
-FILTERS = ("pipeline", "status", "severity", "feature", "kind")
+ANY = "any"
+# the status filter: none given shows the records that still need someone; "any" shows every one
+STATUS_CHOICES = {"": "open or acknowledged", ANY: ANY, **{s: s for s in STATUSES}}
+SEVERITY_CHOICES = {"": ANY, **{s: s for s in SEVERITIES}}
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #ddd;padding:.35em;text-align:left;vertical-align:top;font-size:.9em}
@@ -30,9 +33,9 @@ td,th{border-bottom:1px solid #ddd;padding:.35em;text-align:left;vertical-align:
 pre{background:#f6f6f6;padding:.5em;overflow:auto}.msg{padding:.5em;background:#eef}"""
 
 
-def _select(name: str, options, chosen: str | None) -> str:
-    opts = "".join(f'<option value="{o}"{" selected" if o == chosen else ""}>{o or "any"}</option>'
-                   for o in ("", *options))
+def _select(name: str, choices: dict[str, str], chosen: str | None) -> str:
+    opts = "".join(f'<option value="{value}"{" selected" if value == (chosen or "") else ""}>{label}</option>'
+                   for value, label in choices.items())
     return f'<label>{name} <select name="{name}">{opts}</select></label> '
 
 
@@ -68,7 +71,7 @@ def _detail(a: dict) -> str:
 def page(user: GetUserDep, pipeline: str | None = None, status: str | None = None, severity: str | None = None,
          feature: str | None = None, kind: str | None = None, id: int | None = None,
          message: str | None = Query(default=None, alias="msg")) -> str:
-    statuses = [status] if status else list(OPEN)
+    statuses = None if status == ANY else [status] if status else list(OPEN)
     found = [a for a in tracker().list(pipeline=pipeline, status=statuses, severity=severity, feature=feature, kind=kind)
              if may(user, "GET", a["pipeline"])]
     detail = ""
@@ -82,7 +85,7 @@ def page(user: GetUserDep, pipeline: str | None = None, status: str | None = Non
         detail = _detail(record)
     form = (f'<form method="get" action="{PAGE_PREFIX}/">'
             f'<label>pipeline <input name="pipeline" value="{html.escape(pipeline or "")}"></label> '
-            + _select("status", STATUSES, status) + _select("severity", SEVERITIES, severity)
+            + _select("status", STATUS_CHOICES, status) + _select("severity", SEVERITY_CHOICES, severity)
             + f'<label>feature <input name="feature" value="{html.escape(feature or "")}"></label> '
             f'<label>kind <input name="kind" value="{html.escape(kind or "")}"></label> '
             '<button type="submit">filter</button></form>')

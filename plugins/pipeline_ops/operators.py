@@ -146,7 +146,7 @@ class PushOperator(MLStepOperator):
             self.log.info("published to Vertex AI: %s", result["vertex"])
         if not result["pushed"]:
             context["ti"].xcom_push(key=SKIP_REASON, value=result["reason"])  # for the skipped-push alert
-            raise AirflowSkipException(f"model not pushed, serving stays at version {result['version']}: "
+            raise AirflowSkipException(f"model not pushed, {serving.still_serving(result['version'])}: "
                                        f"{result['reason']}")
         return result
 

@@ -107,6 +107,7 @@ def models(user: GetUserDep, pipeline: str | None = None, run_id: str | None = N
     return _render("models.html", user=user.get_name(), pipelines=sorted(configs), broken=broken, config=config,
                    versions=pages.served_versions(config.serving.model_dir()), evaluated=evaluated,
                    span=span, slices_span=slices_span, metrics=metrics, rows=rows, charts=charts,
+                   confusion=pages.confusion_of(evaluated, slices_span),
                    directions=directions(config), may_edit=may(user, "PUT", config.name),
                    csrf_field=CSRF_FIELD, csrf=csrf_token(user), message=message)
 
@@ -153,7 +154,8 @@ def data(user: GetUserDep, pipeline: str | None = None, span: str | None = None,
     drift = [line_chart(name, h["spans"], {"distance": h["value"], "threshold": h["threshold"]})
              for name, h in pages.drift_history(config.name).items()]
     return _render("data.html", user=user.get_name(), pipelines=sorted(configs), broken=broken, config=config,
-                   spans=spans, span=span, views=views, tracked=tracked, drift=drift)
+                   spans=spans, span=span, views=views, tracked=tracked, drift=drift,
+                   drift_checked=pages.drift_checked(config.validation))
 
 
 @app.get("/data/statistics.html")

@@ -6,6 +6,7 @@ blocks as configured, and the run goes on once they are resolved or accepted."""
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import quote
 
 import pytest
 from conftest import ALERTS, WEBHOOK_TOKEN
@@ -254,3 +255,40 @@ def test_a_span_whose_data_never_arrives_is_filed_as_no_data(isolated, alert_con
     texts = [b["text"] for _, b in alert_connections["slack"]]
     assert len([t for t in texts if "anomaly #" in t and "NO_DATA" in t]) == 1
     assert any("task wait_for_data failed" in t for t in texts)
+
+
+@pytest.fixture
+def info_logs():
+    """Airflow's logging at INFO for one test (the suite's is WARNING), then back."""
+    from airflow.logging_config import configure_logging
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
+        configure_logging()
+        yield
+    configure_logging()
+
+
+@pytest.mark.usefixtures("airflow_db", "info_logs")
+def test_links_in_alerts_logs_and_the_tracker_follow_airflows_base_url(isolated, alert_connections, monkeypatch, capfd):
+    """[api] base_url (AIRFLOW__API__BASE_URL) is where every link points: the anomaly alert's
+    tracker link, the failure alert's run link, the run recorded in the tracker and the waiting
+    sensor's log."""
+    base = "https://airflow.example.com/team"
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", base + "/")
+    config_path = write_pipeline(isolated / "pipelines", {
+        "alerts": ALERTS, "validation": {"wait_timeout_seconds": 1, "poke_interval_seconds": 1}})
+    assert run(config_path, FINDINGS[:1], 0)["wait_for_anomalies"] == "failed"
+    logs = "".join(capfd.readouterr())
+    (record,) = Tracker().list()
+    tracker_link = f"{base}/anomaly-tracker/?pipeline=taxi_tips&id={record['id']}"
+    (alert,) = [b["text"] for _, b in alert_connections["slack"] if "anomaly #" in b["text"]]
+    assert f"tracker: {tracker_link}" in alert
+    (message,) = [m for m in alert_connections["email"] if "anomaly #" in m["Subject"]]
+    assert f'href="{tracker_link.replace("&", "&amp;")}"' in message.get_payload()[0].get_payload(decode=True).decode()
+    run_id, run_link = record["runs"][0]["run_id"], record["runs"][0]["run_url"]
+    assert run_link == f"{base}/dags/taxi_tips/runs/{quote(run_id)}"
+    (failed,) = [b["text"] for _, b in alert_connections["slack"] if "task wait_for_anomalies failed" in b["text"]]
+    assert f"run: {base}/dags/taxi_tips/runs/{quote(run_id)}" in failed
+    assert tracker_link in logs, "the sensor logs where to resolve it"
+    assert "localhost" not in alert + failed + run_link + logs

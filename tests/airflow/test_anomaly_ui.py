@@ -64,3 +64,24 @@ def test_page_and_actions_need_airflow_auth(client):
     assert re.search(r"is accepted; only open or acknowledged ones can be resolved", again.text)
     detail = client.get("/anomaly-tracker/", params={"id": drift["id"], "status": "accepted"}).text
     assert "run1" in detail and "accepted by admin-user" in detail
+
+
+def test_status_any_lists_every_status_and_no_status_the_records_that_need_someone(client):
+    findings = [{**WARNING, "feature": feature} for feature in ("company", "fare", "tips", "trip_miles")]
+    tracker = Tracker()
+    ids = {r["feature"]: r["id"] for r in tracker.file("taxi_tips", dt.date(2017, 1, 1), "run1", findings)}
+    tracker.ack(ids["fare"], "dana")
+    tracker.resolve(ids["tips"], "erin")
+    tracker.accept(ids["trip_miles"], "erin", "no schema change")
+    client.cookies.set("_token", airflow_token("viewer"))
+
+    def listed(**query) -> set[str]:
+        page = client.get("/anomaly-tracker/", params={"pipeline": "taxi_tips", **query}).text
+        return set(re.findall(r"<td>taxi_tips</td><td>(\w+)</td>", page))
+
+    assert listed() == {"company", "fare"}, "open and acknowledged ones by default"
+    assert listed(status="any") == {"company", "fare", "tips", "trip_miles"}
+    assert listed(status="resolved") == {"tips"} and listed(status="accepted") == {"trip_miles"}
+    form = client.get("/anomaly-tracker/", params={"status": "any"}).text.split("</form>")[0]
+    assert '<option value="any" selected>any</option>' in form
+    assert '<option value="">open or acknowledged</option>' in form and '<option value="" selected>any</option>' in form

@@ -46,15 +46,15 @@ def test_a_span_is_what_a_run_adds(tmp_path, schedule, span_days, expected):
     ({"features": {"vocabulary": ["fare"]}}, "features listed under more than one kind: ['fare']"),
     ({"module": {"file": "missing.py"}}, "field 'module.file': no such file"),
     ({"validation": {"features": {"fares": {"drift": 0.1}}}},
-     "validation.features names columns the pipeline does not read: ['fares']"),
+     "field 'validation.features': names columns the pipeline does not read: ['fares']"),
     ({"validation": {"severity": "fatal"}}, "field 'validation.severity.schema': Input should be 'blocking' or 'warning'"),
     ({"validation": {"severity": {"drfit": "warning"}}},
-     "validation.severity: ['drfit'] are neither kind groups ['data', 'drift', 'label', 'schema', 'skew'] nor kinds"),
+     "field 'validation.severity': ['drfit'] are neither kind groups ['data', 'drift', 'label', 'schema', 'skew'] nor kinds"),
     ({"validation": {"features": {"fare": {"drift": 0}}}},
      "field 'validation.features.fare.drift': Input should be greater than 0"),
-    ({"split": {"key": ["trip_id"]}}, "split.key names columns the pipeline does not read: ['trip_id']"),
+    ({"split": {"key": ["trip_id"]}}, "field 'split.key': names columns the pipeline does not read: ['trip_id']"),
     ({"validation": {"duplicates": {"key": ["trip_id"]}}},
-     "validation.duplicates.key names columns the pipeline does not read: ['trip_id']"),
+     "field 'validation.duplicates.key': names columns the pipeline does not read: ['trip_id']"),
     ({"source": {"span_days": 1}},
      "field 'source.span_days': is 1 but a @weekly schedule adds a 7-day span each run: set span_days: 7"),
 ])
@@ -86,3 +86,65 @@ def test_a_missing_required_section_is_named(tmp_path):
     path.write_text("\n".join(l for l in path.read_text().splitlines() if not l.startswith("start_date")))
     with pytest.raises(ConfigError, match="field 'start_date': Field required"):
         load_config(path)
+
+
+def _errors(path) -> list[str]:
+    """The lines of the ConfigError that loading `path` raises, one per mistake."""
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    header, *lines = str(err.value).splitlines()
+    assert header == f"{path}: invalid pipeline config"
+    return lines
+
+
+def test_every_mistake_is_reported_at_once(tmp_path):
+    """An unknown field no longer hides a metric that does not fit the label, nor the checks
+    across sections or against the module file and the schema: one message names them all."""
+    path = write_pipeline(tmp_path, {
+        "training": {"stepz": 300},  # an unknown field
+        "label": {"task": "regression"},  # the config's AUC and BinaryAccuracy do not fit
+        "features": {"categorical": ["trip_start_hour", "pickup_community"], "vocabulary": ["payment_type", "fare"]},
+        "split": {"key": ["trip_id"]},
+        "module": {"file": "missing.py"},
+        "validation": {"duplicates": {"key": ["trip_id"]}},
+    })
+    lines = _errors(path)
+    for expected in [
+        "field 'training.stepz': Extra inputs are not permitted",
+        "field 'features': Value error, features listed under more than one kind: ['fare']",
+        "field 'evaluation.metrics': ['BinaryAccuracy', 'AUC'] do not fit a regression label",
+        "field 'evaluation.thresholds': ['AUC', 'BinaryAccuracy'] do not fit a regression label",
+    ]:
+        assert any(line.startswith(f"  {expected}") for line in lines), (expected, lines)
+    assert sum("field 'features" in line for line in lines) == 1, "no column check on features that failed"
+
+    # the features valid: the columns they name are checked against split, validation and the schema
+    path = write_pipeline(tmp_path / "columns", {
+        "training": {"stepz": 300}, "label": {"task": "regression"},
+        "features": {"categorical": ["trip_start_hour", "pickup_community"]},  # trip_start_month left out
+        "split": {"key": ["trip_id"]}, "module": {"file": "missing.py"}, "validation": {"duplicates": {"key": ["trip_id"]}},
+    })
+    lines = _errors(path)
+    assert lines[0] == "  field 'training.stepz': Extra inputs are not permitted"
+    assert lines[-5:] == [
+        "  field 'split.key': names columns the pipeline does not read: ['trip_id']",
+        "  field 'validation.features': names columns the pipeline does not read: ['trip_start_month']",
+        "  field 'validation.duplicates.key': names columns the pipeline does not read: ['trip_id']",
+        f"  field 'module.file': no such file {path.parent / 'missing.py'}",
+        f"  field 'features.categorical': 'pickup_community' has no feature in the schema {path.parent / 'schema.pbtxt'}"]
+
+
+def test_a_checks_findings_are_reported_together(tmp_path):
+    """Every finding of one check, each with its field: the evaluation against label.task, the
+    launcher, the severity tables."""
+    lines = _errors(write_pipeline(tmp_path, {
+        "evaluation": {"metrics": ["ExampleCount", "AUC", "SparseCategoricalAccuracy"], "top_k": [2]},
+        "launcher": {"kind": "kubernetes", "steps": {"trian": "local"}},
+        "validation": {"severity": {"drfit": "warning"}, "features": {"fare": {"severity": {"skwe": "warning"}}}}}))
+    fields = [line.split("'")[1] for line in lines]
+    assert fields == ["evaluation.metrics", "evaluation.thresholds", "evaluation.top_k", "launcher", "launcher",
+                      "validation.severity", "validation.features.fare.severity"], lines
+    assert "['SparseCategoricalAccuracy'] do not fit a binary label" in lines[0]
+    assert lines[1].endswith("names metrics not in `metrics`: ['BinaryAccuracy']")
+    assert "steps names unknown steps ['trian']" in lines[3]
+    assert "launcher.kind is kubernetes but the launcher.kubernetes section is missing" in lines[4]

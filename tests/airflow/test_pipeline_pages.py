@@ -1,6 +1,7 @@
 """The Models and Data pages on real runs: two weekly runs of the taxi DAG (dag.test, real steps)
 push versions 1 and 2; the second checks payment_type's drift with a threshold it crosses (a
-warning, filed in the tracker). The routes are tested in the real API app (auth, permissions, CSRF, escaping,
+warning, filed in the tracker). Beside it, one run of the multi-class example (taxi_trip_length)
+and the ingest and validate steps of a pipeline whose window is a single span. The routes are tested in the real API app (auth, permissions, CSRF, escaping,
 content), then the pages in a real headless Chromium against that app served by uvicorn."""
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from conftest import airflow_token, isolate
+from conftest import REPO, airflow_token, isolate
 from pipeline_fixtures import merge, write_pipeline
 
-from pipeline_lib import pages, serving, settings
+from pipeline_lib import artifacts, pages, serving, settings
 
 DAY1 = dt.datetime(2016, 12, 25, tzinfo=dt.UTC)  # Sundays: taxi_tips is @weekly
 DAY2 = DAY1 + dt.timedelta(days=7)
@@ -34,6 +36,10 @@ DAY2_CONFIG = merge(SMALL, {"source": {"window_days": 200}, "evaluation": {"thre
                             "validation": {"significance": 0.999, "severity": {"schema": "warning", "data": "warning", "label": "warning"},
                                            "numbers": WARN_ONLY, "categories": WARN_ONLY, "strings": WARN_ONLY,
                                            "features": {"payment_type": {"drift": 1e-9, "severity": "warning"}}}})
+# the multi-class example, small: value bounds a short training meets
+LENGTH = {"start_date": "2016-01-03", "source": {"window_days": 180}, "training": {"steps": 300},
+          "evaluation": {"thresholds": {"SparseCategoricalAccuracy": {"lower_bound": 0.4}, "Recall": {"lower_bound": 0.1}}},
+          "validation": {"wait_timeout_seconds": 5, "poke_interval_seconds": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +56,35 @@ def runs(airflow_db, tmp_path_factory):
             assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
             done[day.date().isoformat()] = run.run_id
         yield {"root": root, "runs": done, "model_dir": settings.serving_root() / "taxi_tips"}
+
+
+@pytest.fixture(scope="module")
+def multiclass(runs):
+    """One run of the multi-class example next to taxi_tips; its evaluate result."""
+    from pipeline_ops.dag_factory import build_dag
+
+    path = write_pipeline(runs["root"] / "pipelines", LENGTH, source=REPO / "pipelines" / "taxi_trip_length")
+    run = build_dag(path).test(logical_date=DAY2)
+    assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+    return pages.step_result("taxi_trip_length", DAY2.date().isoformat(), "evaluate")
+
+
+FIRST = {**SMALL, "name": "taxi_week", "serving": {"model_name": "taxi_week"}, "source": {"window_days": 7}}
+
+
+@pytest.fixture(scope="module")
+def first_span(runs):
+    """The real ingest and validate steps of a pipeline whose window is one weekly span: no span
+    before it to measure drift against."""
+    from pipeline_lib.launchers import LocalLauncher
+
+    path = write_pipeline(runs["root"] / "pipelines", FIRST)
+    results = {}
+    for step in ("ingest", "validate"):
+        results[step] = LocalLauncher().run(step, {
+            "config": str(path), "output_dir": str(artifacts.step_dir("taxi_week", DAY2.date(), step)),
+            **artifacts.inputs_from(step, results), **artifacts.run_args(step, DAY2.date(), "first")}, log=lambda line: None)
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +135,27 @@ def test_models_page_shows_versions_candidates_charts_and_slices(client, runs):
     assert page.text.count("<svg") == len(pages.metric_history(pages.evaluations("taxi_tips"))) >= 2
     # the slices of the newest evaluation: every metric slices.json holds, candidate vs baseline
     per_slice = json.loads((settings.artifact_root() / "taxi_tips/runs/2017-01-01/evaluate/slices.json").read_text())
-    table = page.text.split('id="slices"')[1].split("</table>")[0]
+    table = page.text.split('<div class="scroll"><table id="slices">')[1].split("</table>")[0]
     metrics = sorted({m for by_model in per_slice.values() for values in by_model.values() for m in values})
-    assert all(f"<th colspan=\"3\">{m}</th>" in table for m in metrics)
+    assert table.split("</tr>")[0] == "<tr><th>slice</th>" + "".join(f"<th>{m}</th>" for m in metrics), \
+        "one column per metric"
     auc = per_slice["Overall"]["candidate - baseline"]["auc"]
-    assert f"{auc:+.4f}" in table
-    assert table.count("<tr>") == len(per_slice) + 2 and "payment_type=Cash" in table
-    assert re.search(r'class="num (better|worse)">[+-]\d\.\d{4}</td>', table), "AUC's difference is judged"
+    assert f"<br>{auc:+.4f}</td>" in table
+    assert table.count("<tr>") == len(per_slice) + 1 and "payment_type=Cash" in table
+    assert re.search(r'class="num (better|worse)" title="baseline \d\.\d{4}">\d\.\d{4}<br>[+-]\d\.\d{4}</td>', table), \
+        "AUC's difference is judged"
+    # the confusion matrices at 0.5 of the newest evaluation, as TFMA counted them: they agree with
+    # its example count and binary accuracy
+    matrix = pages.step_result("taxi_tips", "2017-01-01", "evaluate")["confusion_matrix"]
+    assert matrix["classes"] == ["0", "1"] and set(matrix) == {"classes", "candidate", "baseline"}
+    for model in ("candidate", "baseline"):
+        (tn, fp), (fn, tp) = matrix[model]
+        overall = per_slice["Overall"][model]
+        assert tn + fp + fn + tp == overall["example_count"] and min(tn, tp) > 0
+        assert (tn + tp) / overall["example_count"] == pytest.approx(overall["binary_accuracy"], abs=1e-6)
+        shown = page.text.split(f'id="confusion-{model}"')[1].split("</table>")[0]
+        assert "<tr><th>actual \\ predicted</th><th>0</th><th>1</th></tr>" in shown
+        assert f'<tr><th>1</th><td class="num">{fn:,.0f}</td><td class="num good">{tp:,.0f}</td></tr>' in shown
 
     day1 = client.get("/pipeline-pages/models", params={"pipeline": "taxi_tips", "run_id": runs["runs"]["2016-12-25"]})
     assert "Metrics by slice (span 2016-12-25)" in day1.text
@@ -136,6 +185,49 @@ def test_data_page_shows_statistics_drift_and_anomalies_linked_with_the_tracker(
     assert html.headers["content-security-policy"] == "sandbox allow-scripts"
     first = client.get("/pipeline-pages/data", params={"pipeline": "taxi_tips", "run_id": runs["runs"]["2016-12-25"]})
     assert "Statistics of the run of 2016-12-25" in first.text and "No anomalies." in first.text
+    assert 'id="no-drift"' not in page.text
+
+
+def test_the_data_page_says_why_no_drift_was_measured(client, runs, first_span):
+    assert pages.spans("taxi_week") == [DAY2.date().isoformat()] and first_span["validate"]["checked"]
+    assert not pages.drift_history("taxi_week"), "a first span has nothing before it"
+    viewer = as_user(client, "viewer")
+    page = viewer.get("/pipeline-pages/data", params={"pipeline": "taxi_week"}).text
+    assert "Statistics of the run of 2017-01-01" in page
+    assert "No drift measured yet: a span's drift is measured against the spans before it, and no validated span had any" in page
+    off = {"drift": None, "drift_block": None}
+    write_pipeline(runs["root"] / "pipelines", merge(FIRST, {"validation": {"numbers": off, "categories": off, "strings": off}}))
+    page = viewer.get("/pipeline-pages/data", params={"pipeline": "taxi_week"}).text
+    assert "No drift measured: no feature has a drift threshold" in page and "No drift measured yet" not in page
+    write_pipeline(runs["root"] / "pipelines", merge(FIRST, {"validation": {
+        "numbers": off, "categories": off, "strings": off, "features": {"fare": {"drift": 0.1}}}}))
+    page = viewer.get("/pipeline-pages/data", params={"pipeline": "taxi_week"}).text
+    assert "No drift measured yet" in page, "one feature with its own threshold is measured"
+
+
+def test_a_multiclass_model_shows_its_confusion_matrix_and_per_class_metrics_one_column_each(client, multiclass):
+    counts, classes = multiclass["confusion_matrix"]["candidate"], multiclass["confusion_matrix"]["classes"]
+    label = json.loads((Path(multiclass["candidate"]) / serving.LABEL_INFO).read_text())
+    assert classes == label["classes"] and sorted(classes) == ["long", "medium", "short"]
+    per_slice = json.loads(Path(multiclass["slices"]).read_text())
+    overall = per_slice["Overall"]["candidate"]
+    assert sum(map(sum, counts)) == overall["example_count"]
+    assert sum(counts[i][i] for i in range(3)) / overall["example_count"] == pytest.approx(
+        overall["sparse_categorical_accuracy"], abs=1e-6)
+    for i, name in enumerate(classes):  # rows are actual classes: a class scored above 0.5 is the top
+        # class, so the share of a row on its diagonal is at least TFMA's recall of that class
+        assert counts[i][i] / sum(counts[i]) >= overall[f"recall[{name}]"] - 1e-9
+
+    page = as_user(client, "viewer").get("/pipeline-pages/models", params={"pipeline": "taxi_trip_length"}).text
+    shown = page.split('id="confusion-candidate"')[1].split("</table>")[0]
+    for i, name in enumerate(classes):
+        cells = "".join(f'<td class="num{" good" if j == i else ""}">{n:,.0f}</td>' for j, n in enumerate(counts[i]))
+        assert f"<tr><th>{name}</th>{cells}</tr>" in shown
+    assert 'id="confusion-baseline"' not in page, "a first model has no baseline"
+    table = page.split('<div class="scroll"><table id="slices">')[1].split("</table>")[0]
+    metrics = {m for by_model in per_slice.values() for values in by_model.values() for m in values}
+    assert {f"precision[{c}]" for c in classes} <= metrics
+    assert table.split("</tr>")[0].count("<th>") == len(metrics) + 1, "per-class metrics: one column each"
 
 
 def test_task_instances_link_to_the_pages_of_their_run(client, runs):
@@ -305,6 +397,22 @@ def test_in_a_browser_log_in_open_the_pages_from_the_nav_and_a_task_and_roll_bac
     assert f"{live + 1} (live)" in browser.find_element(By.ID, "versions").text
 
 
+def test_in_a_browser_the_multiclass_models_page_fits_the_window(server, browser, multiclass):
+    """The slice table of a multi-class model (per-class metrics) scrolls within its own box: the
+    page is no wider than the window."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server}/pipeline-pages/models")
+    browser.add_cookie({"name": "_token", "value": airflow_token("viewer")})
+    browser.get(f"{server}/pipeline-pages/models?pipeline=taxi_trip_length")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Models: taxi_trip_length"
+    page, window, box = browser.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth,"
+        " document.getElementById('slices').parentElement.getBoundingClientRect().right]")
+    assert page <= window and box <= window, (page, window, box)
+    assert browser.find_element(By.ID, "confusion-candidate").is_displayed()
+
+
 REGRESSION_SLICES = {  # a regression pipeline's slices.json, as evaluate writes it
     "Overall": {"candidate": {"mean_squared_error": 4.0, "mean_absolute_error": 1.5, "example_count": 300.0},
                 "baseline": {"mean_squared_error": 3.5, "mean_absolute_error": 1.6, "example_count": 300.0},
@@ -333,10 +441,14 @@ def test_metrics_tables_and_charts_follow_whatever_metrics_a_pipeline_evaluates(
                         "value": 0.5, "passed": False}],
         "metrics": {k: REGRESSION_SLICES["Overall"][k] for k in ("candidate", "baseline")}}))
     page = as_user(client, "viewer").get("/pipeline-pages/models", params={"pipeline": "taxi_fare"}).text
-    table = page.split('id="slices"')[1].split("</table>")[0]
-    assert '<th colspan="3">mean_squared_error</th>' in table and '<th colspan="3">mean_absolute_error</th>' in table
-    assert 'class="num worse">+0.5000' in table and 'class="num worse">+1.2500' in table, "higher error is worse"
-    assert 'class="num changed">-0.1000' in table, "no direction configured for MAE: marked as changed"
+    table = page.split('<div class="scroll"><table id="slices">')[1].split("</table>")[0]
+    assert table.split("</tr>")[0] == ("<tr><th>slice</th><th>example_count</th><th>mean_absolute_error</th>"
+                                       "<th>mean_squared_error</th>")
+    assert '<td class="num worse" title="baseline 3.5000">4<br>+0.5000</td>' in table, "higher error is worse"
+    assert '<td class="num worse" title="baseline 8">9.2500<br>+1.2500</td>' in table
+    assert '<td class="num changed" title="baseline 1.6000">1.5000<br>-0.1000</td>' in table, \
+        "no direction configured for MAE: marked as changed"
+    assert 'id="confusion-' not in page, "a regression model has no confusion matrix"
     assert "auc" not in table
     assert page.count("<svg") == 2, "one chart per metric but the count"
     assert "mean_squared_error (change) = 0.5000 fails change &lt;= -0.1" in page

@@ -7,8 +7,10 @@ import math
 
 import pytest
 import yaml
+from conftest import run_step
 from pipeline_fixtures import write_pipeline
 
+from pipeline_lib import spans, transformed
 from pipeline_lib.config import load_config
 from pipeline_lib.settings import REPO_ROOT
 from pipeline_lib.testing import transform_rows
@@ -35,7 +37,7 @@ def test_taxi_label_and_transforms_on_four_rows(taxi):
     assert math.isclose(fares[3], fares[1], abs_tol=1e-6)
     payments = [row["payment_type_xf"] for row in out]  # one vocabulary id per value, frequent first
     assert payments[0] == payments[2] != payments[1] == payments[3]
-    assert out[1]["company_xf"] != out[0]["company_xf"] == out[2]["company_xf"]  # missing company: its own id
+    assert [row["company_xf"] for row in out] == [1, 0, 1, 0]  # a missing company: the reserved id 0
 
 
 def test_a_column_the_schema_lacks_and_a_missing_label_are_named(taxi):
@@ -78,3 +80,32 @@ def test_a_config_only_multiclass_label_takes_class_names_from_its_column(env):
     (path.parent / "taxi_tips.py").unlink()
     ids = [row["payment"] for row in transform_rows(load_config(path), ROWS)]
     assert sorted(set(ids)) == [0, 1] and ids[0] == ids[2] != ids[1] == ids[3]
+
+
+def test_a_missing_category_gets_the_id_serving_gives_it(make_config):
+    """The real transform step on real taxi rows, where trip_start_hour is never missing and company
+    often is: a serving example without either gets id 0, as the test kit gives it; an unseen value
+    goes to an OOV bucket instead."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    config = make_config(name="taxi_missing_ids")
+    ingest = run_step(config, "ingest")
+    graph = run_step(config, "transform", examples=ingest["examples"], schema=str(config.schema_path()))["transform_graph"]
+    output = tft.TFTransformOutput(graph)
+    train = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(spans.files(ingest["spans"], "train"))]
+    assert all(e.features.feature["trip_start_hour"].int64_list.value for e in train)  # never missing in training
+    assert output.vocabulary_by_name("trip_start_hour")[0] == b"-1"
+    example = train[0]
+    missing, unseen = tf.train.Example(), tf.train.Example()
+    missing.CopyFrom(example)
+    del missing.features.feature["trip_start_hour"], missing.features.feature["company"]
+    unseen.CopyFrom(example)
+    unseen.features.feature["company"].bytes_list.value[:] = [b"No Such Cab"]
+    unseen.features.feature["trip_start_hour"].int64_list.value[:] = [99]
+    served = transformed.transform(output)(tf.constant([e.SerializeToString() for e in (missing, unseen)]))
+    kit = transform_rows(config, [{**ROWS[0], "trip_start_hour": None}, *ROWS[1:]])
+    for key in ("trip_start_hour", "company"):
+        ids = served[f"{key}_xf"].numpy().ravel().tolist()
+        assert ids[0] == 0 == kit[0 if key == "trip_start_hour" else 1][f"{key}_xf"], (key, ids)
+        assert ids[1] >= len(output.vocabulary_by_name(key)), (key, ids)  # unseen: an OOV bucket, not the missing id

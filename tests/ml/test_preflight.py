@@ -79,7 +79,30 @@ def test_wrong_kinds_and_timestamp_unit(env):
                                     "source": {"timestamp_unit": "timestamp"}}, check_schema=False)
     errors = preflight.run(config).errors
     assert "field 'features.categorical': 'payment_type' is BYTES in the schema, a categorical column takes INT" in errors
-    assert any(e.startswith("field 'source.timestamp_unit': 'trip_start_timestamp' is INT in table taxi_trips") for e in errors)
+    assert any(e.startswith("field 'source.timestamp_unit': 'trip_start_timestamp' is BIGINT (INT) in table taxi_trips")
+               for e in errors)
+
+
+def test_a_number_column_read_as_text_is_named_by_its_table_type_with_the_likely_cause(env, tmp_path):
+    """Before the first run (no schema): a numeric column that the warehouse holds as VARCHAR because
+    the file wrote NA for missing values, and one holding other text."""
+    db = tmp_path / "na.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute(f"ATTACH '{env / 'warehouse.duckdb'}' AS src (READ_ONLY)")
+        con.execute("CREATE TABLE taxi_trips AS SELECT * REPLACE (CASE WHEN company IS NULL THEN 'NA' ELSE fare::VARCHAR END AS fare, "
+                    "CASE WHEN trip_miles > 5 THEN 'far' ELSE trip_miles::VARCHAR END AS trip_miles) FROM src.taxi_trips")
+        missing_fares, far = con.execute("SELECT count(*) FILTER (fare = 'NA'), count(*) FILTER (trip_miles = 'far') "
+                                         "FROM taxi_trips").fetchone()
+    assert missing_fares and far
+    config = _config(env, "na_text", {"source": {"database": str(db)}, "validation": {"schema_file": "not_yet.pbtxt"}},
+                     check_schema=False)
+    errors = preflight.run(config).errors
+    assert errors == [
+        (f"field 'features.numeric': 'trip_miles' is VARCHAR (BYTES) in table taxi_trips, a numeric column takes "
+        f"FLOAT/INT: its values that are not numbers: 'far' ({far:,} rows)"),
+        (f"field 'features.numeric': 'fare' is VARCHAR (BYTES) in table taxi_trips, a numeric column takes FLOAT/INT: "
+        f"its values that are not numbers are 'NA' ({missing_fares:,} rows), a word for a missing value read as "
+        "text; load the file again with `python -m pipeline_lib.warehouse load ... --null NA`")]
 
 
 def test_a_column_the_schema_knows_but_the_table_lost_is_a_warning(env, tmp_path):

@@ -21,14 +21,14 @@ from pipeline_lib.steps import ingest, validate
 LATER = SPAN + dt.timedelta(days=7)  # the next week's run
 
 
-def write_window(config, run_date: dt.date, table: pa.Table) -> str:
+def write_window(config, run_date: dt.date, table: pa.Table, changed=()) -> str:
     """The rows (in time order) as ingest writes the spans of the run's window; the run's ingest
     folder. Every span of the window is written anew, as a first run writes them (history: checked
-    against the schema, the newest span against everything)."""
+    against the schema, the newest span and the `changed` ones against everything)."""
     window = spans.window(config, run_date)
     ingest.write_spans(config, window, table.to_batches(), {})
     return ingest.record_window(config, artifacts.step_dir(config.name, run_date, "ingest"), window, window,
-                                dict.fromkeys(s.name for s in window))["examples"]
+                                {s.name: s.name in changed for s in window})["examples"]
 
 
 def validate_window(config, run_date, table) -> dict:
@@ -47,7 +47,12 @@ def head_replaced(table, column, value, count):
 
 def in_newest(config, run_date, table: pa.Table, change) -> pa.Table:
     """`change` applied to the rows of the run's newest span only."""
-    start, end = spans.newest(config, run_date).bounds()
+    return in_span(spans.newest(config, run_date), table, change)
+
+
+def in_span(span, table: pa.Table, change) -> pa.Table:
+    """`change` applied to the rows of `span` only."""
+    start, end = span.bounds()
     seconds = table["trip_start_timestamp"]
     inside = pc.and_(pc.greater_equal(seconds, int(start.timestamp())), pc.less(seconds, int(end.timestamp())))
     return pa.concat_tables([table.filter(pc.invert(inside)), change(table.filter(inside))]).sort_by("trip_start_timestamp")
@@ -71,12 +76,14 @@ def by_key(result) -> dict[tuple[str, str], dict]:
 @pytest.fixture(scope="module")
 def broken(make_config, rows):
     """A first window with five things wrong at once (one Beam pipeline): a new payment type, a
-    dropped column, fare as strings, half of trip_miles missing, pickups far outside Chicago."""
+    dropped column, fare as strings (in the newest span some that are not numbers), half of
+    trip_miles missing, pickups far outside Chicago."""
     config = make_config({"validation": {"features": {"trip_miles": {"severity": "warning"}}}}, name="taxi_broken")
     n = rows.num_rows
     table = head_replaced(rows, "payment_type", "Bitcoin", 60)
     table = table.drop(["trip_seconds"])
     table = replace(table, "fare", pc.cast(table["fare"], pa.string()))
+    table = in_newest(config, SPAN, table, lambda t: head_replaced(t, "fare", "n/a", 3))
     table = head_replaced(table, "trip_miles", None, n // 2)
     table = head_replaced(table, "pickup_latitude", 48.5, 10)
     return config, validate_window(config, SPAN, table)
@@ -98,7 +105,11 @@ def test_schema_breaks_of_every_span_are_detected_with_severity_and_examples(bro
     assert [Path(p).parts[-3:] for p in new_value["statistics"].split(",")] == [(window[0], "statistics", "stats.tfrecord")]
     assert found["trip_seconds", "SCHEMA_MISSING_COLUMN"]["spans"] == window, "missing in every span"
     assert found["trip_seconds", "SCHEMA_MISSING_COLUMN"]["examples"][0].startswith("absent from all")
-    assert "Expected data of type: FLOAT but got STRING" in found["fare", "UNEXPECTED_DATA_TYPE"]["description"]
+    retyped = found["fare", "UNEXPECTED_DATA_TYPE"]
+    assert retyped["description"].startswith(f"span {window[-1]}: Expected data of type: FLOAT but got STRING "
+                                             '(FLOAT_TYPE_STRING_NOT_FLOAT: String values that were not floats were '
+                                             'found, such as "n/a".)'), "one cause: what follows from it is in it"
+    assert retyped["spans"] == window, "the same record whether a span shows what follows from the cause or not"
     gone, missing = found["trip_miles", "FEATURE_TYPE_NOT_PRESENT"], found["trip_miles", "FEATURE_TYPE_LOW_FRACTION_PRESENT"]
     assert gone["severity"] == missing["severity"] == "warning", "per-feature severity from the config"
     assert gone["spans"][0] == window[0] and len(gone["spans"]) < len(window), "the older half of the window: none"
@@ -212,15 +223,16 @@ def value(example):
 def test_the_label_is_checked_after_transform(make_config):
     """The label the preprocessing_fn computes, per new span against the spans before it: a single
     class that the spans before make unlikely blocks (every tip 0); a class share that moved or a
-    shifted regression target does too; a small span's one class does not."""
+    shifted regression target does too; a small span's one class does not. A shift seen in two
+    checked spans is one finding naming both."""
     from pipeline_lib import label_check
     from pipeline_lib.steps import transform
 
     config = make_config(name="taxi_label")
 
-    def transformed(run_date, table):
+    def transformed(run_date, table, changed=()):
         return transform.run(config, artifacts.step_dir(config.name, run_date, "transform"),
-                             examples=write_window(config, run_date, table), schema=str(config.schema_path()))
+                             examples=write_window(config, run_date, table, changed), schema=str(config.schema_path()))
 
     rows = window_rows(config, LATER)
     first = transformed(LATER, rows)
@@ -229,6 +241,15 @@ def test_the_label_is_checked_after_transform(make_config):
     (single,) = collapsed["anomalies"]
     assert (single["feature"], single["kind"], single["severity"]) == ("big_tipper", "LABEL_SINGLE_CLASS", "blocking")
     assert single["spans"] == [spans.newest(config, LATER).name] and collapsed["blocking"] == 1
+    *_, previous, newest = spans.window(config, LATER)
+
+    def more_tips(t):  # every other trip tips its fare: ~60% big tippers where the spans before have ~18%
+        return replace(t, "tips", pc.if_else(pa.array([i % 2 == 0 for i in range(t.num_rows)]), t["fare"], t["tips"]))
+
+    moved = transformed(LATER, in_span(previous, in_span(newest, rows, more_tips), more_tips), changed=[previous.name])
+    (shift,) = moved["anomalies"]
+    assert (shift["kind"], shift["severity"], shift["spans"]) == ("LABEL_SHIFT", "blocking", [previous.name, newest.name])
+    assert shift["description"].startswith(f"span {newest.name}: ") and f"(also in span {previous.name})" in shift["description"]
 
     before = [{"kind": "strings", "counts": {"0": 700, "1": 300}}]
     assert label_check.findings(config, "s", {"kind": "strings", "counts": {"0": 3}}, before) == [], "3 rows: chance"
