@@ -36,7 +36,7 @@ def load(wheel: Path, warehouse: Path) -> int:
         if header != list(COLUMNS):  # read_csv(columns=...) names columns by position
             raise SystemExit(f"{MEMBER}: unexpected header {header}")
         # the pipeline reads the timestamp as epoch seconds (timestamp_unit: epoch_seconds)
-        return warehouse_loader.load(csv, TABLE, database=warehouse, columns=COLUMNS, timestamp_unit=None)
+        return warehouse_loader.load(csv, TABLE, database=warehouse, columns=COLUMNS, timestamp_unit=None).rows
 
 
 if __name__ == "__main__":
