@@ -77,6 +77,18 @@ def _metrics(values: dict) -> str:
                      else f"{k} {v:.0f}" for k, v in sorted(values.items()))
 
 
+def warm_start(warm: dict) -> str:
+    """Train's warm start in words: from which version, how many layers warm, remapped by token
+    (vocabularies changed), left fresh (results from before the remapping say only the version)."""
+    if not warm["from_version"]:
+        return "cold start"
+    if "fresh" not in warm:
+        return f"warm from v{warm['from_version']}"
+    fresh = warm["fresh"]
+    return (f"warm from v{warm['from_version']} ({len(warm['layers'])} layers, {len(warm['remapped'])} remapped by token, "
+            f"{len(fresh)} fresh{': ' + ', '.join(fresh) if fresh else ''})")
+
+
 def summary(pipeline: str, date: dt.date) -> tuple[str, bool]:
     """The report's text and whether the run failed."""
     r, errors = _results(pipeline, date)
@@ -105,10 +117,9 @@ def summary(pipeline: str, date: dt.date) -> tuple[str, bool]:
                      + (f"; left out, blocked: {', '.join(t['excluded'])}" if t["excluded"] else ""))
     if r["train"]:
         t = r["train"]
-        warm = t["warm_start"]["from_version"]
         lines.append(f"  trained    {t['steps']} steps in {len(t['epochs_run'])} epochs"
                      f"{' (stopped early)' if t['stopped_early'] else ''}, "
-                     f"{'warm from v' + str(warm) if warm else 'cold start'}, {t['distribution']['strategy']}; "
+                     f"{warm_start(t['warm_start'])}, {t['distribution']['strategy']}; "
                      f"eval {_metrics(t['eval_metrics'])}")
     if r["evaluate"]:
         e = r["evaluate"]

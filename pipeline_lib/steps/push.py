@@ -32,13 +32,15 @@ def refusals(blessing: dict, infra: dict) -> list[str]:
 def provenance(config, run_id: str, model: str, examples: str, schema: str, transform_graph: str,
                blessing: dict, infra: dict) -> dict:
     trained_on = artifacts.read_result(Path(examples))
+    trained = Path(model).parent / artifacts.RESULT_FILENAME  # train's result, next to its model
     return {"pipeline": config.name, "run_id": run_id, "span": trained_on["span"],
             "window": trained_on["window"], "rows": trained_on["rows"], "model": model, "examples": examples,
             "spans": {"count": len(trained_on["spans"]), "newest": trained_on["span"],
                       "excluded": trained_on.get("excluded", [])},
             "schema": {"path": schema, "sha256": hashlib.sha256(Path(schema).read_bytes()).hexdigest()},
             "transform_graph": transform_graph, "metrics": blessing["metrics"]["candidate"],
-            "baseline_version": blessing["baseline_version"], "latency_ms": infra.get("latency_ms")}
+            "baseline_version": blessing["baseline_version"], "latency_ms": infra.get("latency_ms"),
+            "warm_start": json.loads(trained.read_text())["warm_start"] if trained.exists() else None}
 
 
 def run(config, output_dir: Path, model: str, blessing: str, infra_blessing: str, examples: str,

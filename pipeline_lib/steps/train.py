@@ -3,8 +3,9 @@ they are read (pipeline_lib.transformed), exported as a SavedModel that carries 
 graph, so serving takes raw serialized tf.Examples.
 
 Daily retraining is cheap: the model warm-starts from the serving model's weights (the layers the
-config selects), stops early when the eval loss stops improving, and backs up each epoch so that a
-retried task resumes where the killed one stopped. The distribution strategy follows the devices:
+config selects, by name; embedding and one-hot rows follow their tokens as vocabularies change),
+stops early when the eval loss stops improving, and backs up each epoch so that a retried task
+resumes where the killed one stopped. The distribution strategy follows the devices:
 MirroredStrategy with mixed precision over the GPUs when there are any, the default one on CPU."""
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import shutil
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow.python.autograph.core import config as autograph_config
 
 from pipeline_lib import artifacts, serving, spans, task, transformed, user_module
 from pipeline_lib.serving import LABEL_INFO, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
+from pipeline_lib.transforms import xf
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +35,10 @@ autograph_config.CONVERSION_RULES = (autograph_config.DoNotConvert("tf_keras"),
                                      *autograph_config.CONVERSION_RULES)
 MODEL = "model"
 TENSORBOARD = "tensorboard"
-# inside the exported model (TF Serving ignores assets.extra): what the next run warm-starts from
-WEIGHTS = Path("assets.extra") / "keras.weights.h5"
+# inside the exported model (TF Serving ignores assets.extra): what the next run warm-starts from.
+# HDF5 by layer name: a name ending in `.weights.h5` would be Keras' newer format, which keys
+# layers by class and position (`embedding_3`), so adding a feature would shift them.
+WEIGHTS = Path("assets.extra") / "keras_weights.h5"
 
 
 def dataset(config, tf_transform_output, files: list[str], model_inputs: list[str], training: bool) -> tf.data.Dataset:
@@ -95,9 +101,77 @@ def distribution() -> tuple[tf.distribute.Strategy, dict]:
     return strategy, info
 
 
-def warm_start(config, model) -> dict:
-    """Load the serving model's weights into the layers the config selects (by name); a layer whose
-    shape changed (e.g. a larger vocabulary) keeps its fresh weights."""
+def saved_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """Each layer's weights by layer name, from a Keras HDF5 weights file (`model.save_weights`)."""
+    with h5py.File(path, "r") as f:
+        names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
+        return {name: [f[name][w][()] for w in f[name].attrs["weight_names"]] for name in names}
+
+
+def _tokens(vocabulary: Path) -> list[bytes]:
+    """A vocabulary file's tokens in id order, read as tf.Transform reads it (vocabulary_by_name)."""
+    with open(vocabulary, "rb") as f:
+        return [line.rstrip(b"\n") for line in f]
+
+
+def _row_blocks(layer, vocabularies: dict[str, str]) -> list[tuple[int, str | None]]:
+    """How the rows of the layer's first weight split: (rows, the vocabulary whose ids index them or
+    None). An Embedding's rows are its input's ids; a Dense kernel's are its (concatenated) inputs'
+    columns, a one-hot block (CategoryEncoding) of a model input indexed by that input's ids.
+    `vocabularies`: model input name -> vocabulary file name. No blocks outside a functional graph."""
+    def inbound(part):  # the layer(s) feeding `part` (none in a subclassed model)
+        return part.inbound_nodes[0].inbound_layers if part.inbound_nodes else None
+
+    def vocabulary(part):
+        source = inbound(part)
+        return vocabularies.get(source.name) if isinstance(source, tf.keras.layers.InputLayer) else None
+
+    if isinstance(layer, tf.keras.layers.Embedding):
+        return [(layer.input_dim, vocabulary(layer))]
+    source = inbound(layer)
+    if not isinstance(layer, tf.keras.layers.Dense) or source is None:
+        return []
+    parts = inbound(source) if isinstance(source, tf.keras.layers.Concatenate) else [source]
+    return [(part.output.shape[-1], vocabulary(part) if isinstance(part, tf.keras.layers.CategoryEncoding) else None)
+            for part in parts]
+
+
+def _remapped(fresh: list, old: list, blocks, old_assets: Path, new_assets: Path) -> tuple[list, dict]:
+    """The old weights in the new layer's shapes, the first weight's rows block by block with
+    tf.keras.utils.warmstart_embedding_matrix: a vocabulary's by token (a token in both keeps its old
+    row, a new one its fresh row; the OOV buckets by index), any other block as it was. Raises
+    ValueError where the old weights do not split so (e.g. the OOV bucket count changed)."""
+    if [w.shape for w in fresh[1:]] != [w.shape for w in old[1:]] or fresh[0].shape[1:] != old[0].shape[1:]:
+        raise ValueError(f"shape {[w.shape for w in old]} vs {[w.shape for w in fresh]}")
+    ids, counts = [], {}  # per block: (old ids, new ids); per vocabulary: its tokens carried, new, dropped
+    for size, vocabulary in blocks:
+        if vocabulary is None:
+            ids.append((list(range(size)), list(range(size))))
+            continue
+        if not (old_assets / vocabulary).exists():
+            raise ValueError(f"no vocabulary {vocabulary!r} in the serving model's assets")
+        new_tokens, old_tokens = _tokens(new_assets / vocabulary), _tokens(old_assets / vocabulary)
+        oov = list(range(size - len(new_tokens)))  # the OOV buckets after the tokens (ints), as many as now
+        ids.append((old_tokens + oov, new_tokens + oov))
+        carried = len(set(old_tokens) & set(new_tokens))
+        counts[vocabulary] = {"carried": carried, "new": len(new_tokens) - carried, "dropped": len(old_tokens) - carried}
+    if sum(len(old_ids) for old_ids, _ in ids) != len(old[0]):
+        raise ValueError(f"{len(old[0])} rows, not the {sum(len(o) for o, _ in ids)} of its inputs' vocabularies")
+    rows, old_at, new_at = [], 0, 0
+    for old_ids, new_ids in ids:
+        rows.append(tf.keras.utils.warmstart_embedding_matrix(
+            old_ids, new_ids, old[0][old_at:old_at + len(old_ids)],
+            tf.keras.initializers.Constant(fresh[0][new_at:new_at + len(new_ids)])).numpy())
+        old_at, new_at = old_at + len(old_ids), new_at + len(new_ids)
+    return [np.concatenate(rows), *old[1:]], counts
+
+
+def warm_start(config, model, tf_transform_output) -> dict:
+    """Start the layers the config selects from the serving model's weights, by layer name. A layer
+    whose rows are indexed by a vocabulary's ids (an embedding, a kernel over one-hot inputs) is
+    remapped by token, as vocabularies grow and reorder day by day; any other layer loads when its
+    shapes are unchanged. A selected layer that cannot be loaded keeps its fresh weights and is
+    listed, with why, under `fresh`."""
     spec = config.training.warm_start
     model_dir = config.serving.model_dir()
     version = serving.latest_version(model_dir)
@@ -106,20 +180,33 @@ def warm_start(config, model) -> dict:
         why = "disabled" if not spec.enabled else "no serving model" if version is None else f"{source} missing"
         log.info("warm start: none (%s)", why)
         return {"from_version": None, "reason": why}
-    selected = {layer.name for layer in model.layers
-                if layer.weights and any(re.fullmatch(p, layer.name) for p in spec.layers)}
-    before = {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
-    model.load_weights(str(source), by_name=True, skip_mismatch=True)
-    loaded = []
+    old = saved_weights(source)
+    old_assets = model_dir / str(version) / tf.saved_model.ASSETS_DIRECTORY
+    new_assets = Path(tf_transform_output.transform_savedmodel_dir) / tf.saved_model.ASSETS_DIRECTORY
+    vocabularies = {xf(path.name): path.name for path in new_assets.glob("*")}
+    result = {"from_version": version, "layers": [], "remapped": {}, "fresh": {}, "not_selected": []}
     for layer in model.layers:
-        if layer.name not in before:
+        if not layer.weights:
             continue
-        if layer.name not in selected:
-            layer.set_weights(before[layer.name])
-        elif any((a != b).any() for a, b in zip(before[layer.name], layer.get_weights())):
-            loaded.append(layer.name)
-    result = {"from_version": version, "layers": sorted(loaded), "kept_fresh": sorted(set(before) - set(loaded))}
-    log.info("warm start: %s", result)
+        if not any(re.fullmatch(p, layer.name) for p in spec.layers):
+            result["not_selected"].append(layer.name)
+            continue
+        fresh, blocks = layer.get_weights(), _row_blocks(layer, vocabularies)
+        try:
+            if layer.name not in old:
+                raise ValueError(f"no layer {layer.name!r} in version {version}")
+            if any(vocabulary for _, vocabulary in blocks):
+                weights, result["remapped"][layer.name] = _remapped(fresh, old[layer.name], blocks, old_assets, new_assets)
+            elif [w.shape for w in fresh] == [w.shape for w in old[layer.name]]:
+                weights = old[layer.name]
+            else:
+                raise ValueError(f"shape {[w.shape for w in old[layer.name]]} vs {[w.shape for w in fresh]}")
+        except ValueError as e:
+            result["fresh"][layer.name] = str(e)
+            continue
+        layer.set_weights(weights)
+        result["layers"].append(layer.name)
+    (log.warning if result["fresh"] else log.info)("warm start: %s", result)
     return result
 
 
@@ -141,7 +228,7 @@ def run(config, output_dir: Path, transform_graph: str, examples: str) -> dict:
     tf_transform_output = tft.TFTransformOutput(transform_graph)
     with strategy.scope():
         model = user_module.model_fn(config)(config, tf_transform_output)
-        warm = warm_start(config, model)
+        warm = warm_start(config, model, tf_transform_output)
     training_spans = artifacts.read_result(Path(examples))["spans"]
     evaluated = spans.recent(training_spans, "eval", config.evaluation.recent_rows)
     train_ds = dataset(config, tf_transform_output, spans.files(training_spans, "train"), model.input_names, training=True)

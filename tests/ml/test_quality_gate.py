@@ -70,7 +70,7 @@ def test_warm_start_begins_from_the_serving_models_weights(chain, make_config):
     _, embeddings = train_with(make_config, chain, "taxi_embed", {**tiny, "warm_start": {"layers": ["embed_.*"]}})
     loaded = embeddings["warm_start"]["layers"]
     assert loaded and all(name.startswith("embed_") for name in loaded)
-    assert "hidden_0" in embeddings["warm_start"]["kept_fresh"]
+    assert "hidden_0" in embeddings["warm_start"]["not_selected"]
 
 
 def test_early_stopping_stops_when_the_eval_loss_stops_improving(chain, make_config):
@@ -211,6 +211,7 @@ def test_each_version_records_what_it_came_from_and_a_span_pushes_once(chain, co
     assert record["transform_graph"] == chain["transform"]["transform_graph"]
     assert record["metrics"] == chain["evaluate"]["metrics"]["candidate"]
     assert record["latency_ms"] == chain["infra_validate"]["latency_ms"]
+    assert record["warm_start"] == chain["train"]["warm_start"]
 
     before = serving.versions(model_dir)
     again = run_step(config, "push", **artifacts.inputs_from("push", chain))
