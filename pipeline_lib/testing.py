@@ -65,7 +65,6 @@ def transform_rows(config, rows: list[dict], preprocessing_fn: Callable | None =
     import tensorflow as tf
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx_bsl.public import tfxio
 
     from pipeline_lib import transformed
@@ -83,8 +82,7 @@ def transform_rows(config, rows: list[dict], preprocessing_fn: Callable | None =
             transform_fn = ((raw, source.TensorAdapterConfig())
                             | tft_beam.AnalyzeDataset(lambda inputs: dict(fn(_Inputs(inputs)))))
             _ = transform_fn | tft_beam.WriteTransformFn(str(graph))
-        # as the transform step saves it: the raw metadata that raw_feature_spec() reads
-        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema), str(graph / "metadata"))
+        transformed.write_raw_metadata(schema, graph)
         batch = transformed.transform(tft.TFTransformOutput(str(graph)))(tf.constant(examples, tf.string))
         columns = {name: _rows(values) for name, values in batch.items()}
     if config.label.key not in columns:

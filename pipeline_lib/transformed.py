@@ -9,6 +9,14 @@ from __future__ import annotations
 import tensorflow as tf
 
 
+def write_raw_metadata(raw_schema, graph) -> None:
+    """Into a transform graph that WriteTransformFn wrote: the raw metadata it leaves out, which
+    raw_feature_spec() reads here (the transform step and the test kit save their graphs so)."""
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema), f"{graph}/metadata")
+
+
 def dataset(tf_transform_output, files: list[str], batch_size: int, seed: int | None = None) -> tf.data.Dataset:
     """Batches of transformed feature dicts from the raw TFRecord `files` (many spans' shards).
     With a `seed`, the files are read in a shuffled order, interleaved and shuffled again, and the

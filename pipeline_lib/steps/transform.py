@@ -23,7 +23,6 @@ from tensorflow_transform.beam import analyzer_cache as tft_cache
 from tensorflow_transform.beam.analysis_graph_builder import (
     get_analysis_cache_entry_keys,
 )
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
 from pipeline_lib import (
@@ -64,8 +63,7 @@ def analyze(config, training: list[dict], raw_schema, output: Path, scratch: Pat
             written = analyzer_cache.write_units(output_cache or {}, new_units, scratch)
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(output))
         analyzer_cache.keep(written)
-    # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_feature_spec() reads
-    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema), str(output / "metadata"))
+    transformed.write_raw_metadata(raw_schema, output)
     return {"cached_units": len(cached), "cached_spans": sum(len(u["spans"]) for u in cached),
             "read_units": len(to_read), "read_spans": sum(len(u) for u in to_read),
             "read_rows": sum(e["rows"]["train"] for u in to_read for e in u)}
