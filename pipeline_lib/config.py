@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveInt,
     ValidationError,
     ValidationInfo,
@@ -441,6 +442,9 @@ class Alerts(_Strict):
     email_to: list[str] = []
     smtp_conn_id: str = "smtp_default"
     on_push: bool = Field(default=False, description="also announce each successful push (the serving version)")
+    no_push_days: PositiveInt | None = Field(default=None, description=(
+        "the freshness deadline: more days than this without a model pushed is announced once, naming "
+        "why (the maintenance DAG checks it daily); default: three spans"))
 
 
 Severity = Literal["blocking", "warning"]
@@ -568,6 +572,17 @@ class Validation(_Strict):
         return "blocking"
 
 
+class Retention(_Strict):
+    """What the maintenance DAG keeps of the pipeline (pipeline_lib/retention.py): the newest run's
+    window of spans plus `margin_days`, the newest `full_runs` runs whole (older ones keep their
+    records), and the live serving version plus `versions` before it plus `pinned_versions`."""
+
+    margin_days: NonNegativeInt = 7
+    full_runs: PositiveInt = 7
+    versions: NonNegativeInt = Field(default=5, description="rollback targets kept besides the live version")
+    pinned_versions: list[PositiveInt] = []
+
+
 class PipelineConfig(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
@@ -588,6 +603,7 @@ class PipelineConfig(_Strict):
     launcher: Launcher = Launcher()
     alerts: Alerts = Alerts()
     validation: Validation = Validation()
+    retention: Retention = Retention()
     config_dir: Path = Field(default=Path("."), exclude=True, validate_default=True)
 
     # The checks across sections are field validators that read the sections declared before them

@@ -9,7 +9,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from pipeline_lib import artifacts, serving
+from pipeline_lib import artifacts, retention, serving
 
 CANDIDATE, BASELINE, DIFF = "candidate", "baseline", "candidate - baseline"  # as evaluate writes them
 OVERALL = "Overall"
@@ -43,9 +43,11 @@ def _date(span: str) -> dt.date:
 
 
 def served_versions(model_dir: Path) -> list[dict]:
-    """Every version in the model repository, newest first, with its record; the highest is live."""
+    """Every version in the model repository, newest first, with its record; the highest is live;
+    then the records of the versions retention removed (`retired`)."""
     found = serving.versions(model_dir)
-    return [{**serving.record(model_dir, v), "version": v, "live": v == found[-1]} for v in reversed(found)]
+    return ([{**serving.record(model_dir, v), "version": v, "live": v == found[-1]} for v in reversed(found)]
+            + [{**r, "retired": True} for r in retention.retired_records(model_dir)])
 
 
 def evaluations(pipeline: str) -> list[dict]:

@@ -17,7 +17,7 @@ FILING = {"validate": "validate", "transform": "the label check"}  # the steps w
 SHOW = " (python -m pipeline_lib.anomalies show ID)"
 
 
-def _results(pipeline: str, date: dt.date) -> tuple[dict[str, dict | None], dict[str, str]]:
+def results(pipeline: str, date: dt.date) -> tuple[dict[str, dict | None], dict[str, str]]:
     """Each step's result (None: it did not finish) and the error of each step that failed."""
     results, errors = {}, {}
     for step in artifacts.STEPS:
@@ -30,7 +30,7 @@ def _results(pipeline: str, date: dt.date) -> tuple[dict[str, dict | None], dict
     return results, errors
 
 
-def _filed(pipeline: str, date: dt.date) -> dict[str, list[dict]]:
+def filed(pipeline: str, date: dt.date) -> dict[str, list[dict]]:
     """Per task, the tracker records its findings were filed as (where file_anomalies or the data
     sensor's no-data filer ran)."""
     out = {}
@@ -91,7 +91,7 @@ def warm_start(warm: dict) -> str:
 
 def summary(pipeline: str, date: dt.date) -> tuple[str, bool]:
     """The report's text and whether the run failed."""
-    r, errors = _results(pipeline, date)
+    r, errors = results(pipeline, date)
     lines = [f"pipeline {pipeline}, span {date}  (artifacts: {artifacts.run_dir(pipeline, date)})"]
     if r["ingest"]:
         i = r["ingest"]
@@ -139,7 +139,7 @@ def summary(pipeline: str, date: dt.date) -> tuple[str, bool]:
                      else f"  pushed     no, {serving.still_serving(p['version'])}: {p['reason']}")
     lines += [f"  {step:<10} FAILED: {errors[step]}" if step in errors else f"  {step:<10} did not run"
               for step, res in r.items() if res is None]
-    text, failed = outcome(r, errors, _filed(pipeline, date))
+    text, failed = outcome(r, errors, filed(pipeline, date))
     return "\n".join([*lines, "", text]), failed
 
 

@@ -60,7 +60,8 @@ def record(model_dir: Path, version: int) -> dict:
 
 
 @contextlib.contextmanager
-def _locked(model_dir: Path):
+def locked(model_dir: Path):
+    """The model's push lock: pushes, rollbacks and retention change a model folder one at a time."""
     model_dir.mkdir(parents=True, exist_ok=True)
     with open(model_dir / ".push.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -86,7 +87,7 @@ def _add_version(model_dir: Path, source: Path, provenance: dict) -> tuple[int, 
 def publish(model: Path, model_dir: Path, provenance: dict, key: str = "span") -> tuple[int, Path, bool]:
     """Publish `model` as the next version, unless a version with the same `provenance[key]` (the
     same span, re-run or retried) exists: then that version. Returns (version, path, new)."""
-    with _locked(model_dir):
+    with locked(model_dir):
         for version in reversed(versions(model_dir)):
             if record(model_dir, version).get(key) == provenance[key]:
                 return version, model_dir / str(version), False
@@ -98,7 +99,7 @@ def rollback(model_dir: Path, to: int | None = None, by: str | None = None) -> t
     """Serve version `to` (default: the one before the latest) again, as a new, highest version:
     versions only ever increase, so every server and the next evaluation's baseline agree. The
     record says who asked (`by`)."""
-    with _locked(model_dir):
+    with locked(model_dir):
         found = versions(model_dir)
         if len(found) < 2 and to is None:
             raise ValueError(f"{model_dir}: nothing to roll back to (versions: {found})")
@@ -134,7 +135,7 @@ def write_model_config(out: Path | None = None, pipelines_dir: Path | None = Non
     """Write `model_config()` to `out` (default: <serving root>/models.config) by one rename, as TF
     Serving polls it. Under the root's lock: the last writer has seen every push that wrote before."""
     out = out or settings.serving_root() / MODEL_CONFIG
-    with _locked(out.parent):
+    with locked(out.parent):
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(model_config(pipelines_dir))
         tmp.replace(out)

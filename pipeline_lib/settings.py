@@ -53,3 +53,9 @@ def runtime_dir() -> Path:
 def fork_server() -> bool:
     """Local steps fork from a warm ML process (pipeline_lib/fork_server.py) unless set to 0."""
     return os.environ.get("PIPELINE_FORK_SERVER", "1") != "0"
+
+
+def airflow_retention_days() -> int:
+    """How long Airflow's own records (metadata database rows, task logs) are kept: the maintenance
+    DAG's `airflow db clean` and log clean-up remove what is older."""
+    return int(os.environ.get("PIPELINE_AIRFLOW_RETENTION_DAYS", "30"))

@@ -51,6 +51,14 @@ def warehouse_copy(tmp_dir: Path) -> Path:
 DENSE_FIRST_DAY = dt.date(2016, 1, 1)
 
 
+def dense_copy(folder: Path, name: str) -> Path:
+    """A copy of the warehouse with its dense daily table (`dense_table`), as `folder/<name>.duckdb`."""
+    database = folder / f"{name}.duckdb"
+    shutil.copy(settings.warehouse_path(), database)
+    dense_table(database)
+    return database
+
+
 def dense_table(database: Path, table: str = "taxi_daily", rows_per_day: int = 250,
                 first_day: dt.date = DENSE_FIRST_DAY) -> int:
     """The real taxi rows in time order as a dense daily table: `rows_per_day` rows a day from

@@ -43,13 +43,15 @@ def parse_dags(env_overrides: dict | None = None) -> dict:
 
 
 EXAMPLES = ["taxi_fare", "taxi_tips", "taxi_trip_length"]
+MAINTENANCE = {"platform_maintenance": ["retention", "deadline", "airflow_db_clean", "task_logs"]}
 
 
 def test_dags_parse_fast_without_tensorflow_into_the_pipeline_dags():
     parsed = parse_dags()
     assert parsed["errors"] == {}
-    assert parsed["dags"] == {name: TASKS for name in EXAMPLES}
-    assert parsed["schedules"] == {name: "@weekly" for name in EXAMPLES}, "the sample is sparse: a span is a week"
+    assert parsed["dags"] == {**{name: TASKS for name in EXAMPLES}, **MAINTENANCE}
+    assert parsed["schedules"] == {**{name: "@weekly" for name in EXAMPLES}, "platform_maintenance": "@daily"}, \
+        "the sample is sparse: a span is a week"
     assert parsed["tensorflow"] is False
     assert parsed["seconds"] < 2.0, f"parsing a file of dags/ took {parsed['seconds']:.2f} s"
 
@@ -96,7 +98,7 @@ def test_a_broken_pipeline_is_its_own_import_error_and_the_others_still_parse(tm
     message = _break(tmp_path / "taxi_trip_length", how)
     env = {"PIPELINES_DIR": str(tmp_path)}
     parsed = parse_dags(env)
-    assert sorted(parsed["dags"]) == ["taxi_other", "taxi_tips"]
+    assert sorted(parsed["dags"]) == ["platform_maintenance", "taxi_other", "taxi_tips"]
     listed = subprocess.run([str(REPO / ".venv-airflow" / "bin" / "airflow"), "dags", "list-import-errors", "--local",
                              "-o", "json"], env={**os.environ, **env}, capture_output=True, text=True, check=False)
     assert listed.returncode == 1, "it exits 1 when there are import errors"

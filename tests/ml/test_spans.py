@@ -17,9 +17,9 @@ import duckdb
 import numpy as np
 import pytest
 from conftest import run_step
-from pipeline_fixtures import DENSE_FIRST_DAY, dense_table
+from pipeline_fixtures import DENSE_FIRST_DAY, dense_copy
 
-from pipeline_lib import analyzer_cache, settings, spans
+from pipeline_lib import analyzer_cache, spans
 
 WINDOW = 28
 FIRST_RUN = DENSE_FIRST_DAY + dt.timedelta(days=WINDOW + 1)  # its window: 28 full days of the table
@@ -29,13 +29,6 @@ BAD = FIRST_RUN  # the day the second run adds
 def daily(make_config, name: str, database: Path):
     return make_config({"schedule": "@daily", "start_date": str(DENSE_FIRST_DAY),
                         "source": {"table": "taxi_daily", "database": str(database), "window_days": WINDOW}}, name=name)
-
-
-def dense_copy(folder: Path, name: str) -> Path:
-    database = folder / f"{name}.duckdb"
-    shutil.copy(settings.warehouse_path(), database)
-    dense_table(database)
-    return database
 
 
 def run_day(config, day: dt.date, steps=("ingest", "validate")) -> dict:
