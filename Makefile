@@ -30,7 +30,7 @@ export AIRFLOW__API__HOST := 127.0.0.1
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS := pipeline_lib.airflow_sqlite.CONNECT_ARGS
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC := pipeline_lib.airflow_sqlite.CONNECT_ARGS
 
-.PHONY: env envs data airflow-init airflow demo lint test bench lock clean browser
+.PHONY: env envs data airflow-init airflow demo lint test bench soak lock clean browser
 
 # `eval "$$(make -s env)"` in bash: the variables exported above, for the airflow CLI by hand (README)
 env:
@@ -105,6 +105,15 @@ test: lint envs data browser
 BENCH_ROWS ?= 15002
 bench: envs data airflow-init
 	$(AF)/bin/python bench/pipeline_bench.py --rows $(BENCH_ROWS) --json $(DATA)/bench.json
+
+# a season of daily runs through the real scheduler with a fault schedule and a scripted operator
+# (bench/soak.py): per-day table and summary, $(SOAK_OUT)/soak.json and soak.md (default .data/soak/<UTC time>/)
+DAYS ?= 5
+PIPELINES ?= taxi_tips
+SEASON ?= bench/soak/season-ci.yaml
+SOAK_OUT ?=
+soak: envs data
+	$(AF)/bin/python bench/soak.py --days $(DAYS) --pipelines $(PIPELINES) --season $(SEASON) $(if $(SOAK_OUT),--out $(SOAK_OUT))
 
 lock: | $(TOOLS_STAMP)
 	$(UV) pip compile -q requirements.txt -o locks/airflow.lock --python-version 3.11

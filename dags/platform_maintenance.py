@@ -1,7 +1,8 @@
 """The platform's daily maintenance (plugins/pipeline_ops/maintenance.py): every pipeline's
-retention (pipeline_lib/retention.py) and freshness deadline (pipeline_lib/deadline.py), and
-Airflow's own records older than PIPELINE_AIRFLOW_RETENTION_DAYS (default 30): `airflow db clean`
-and the task logs. The four tasks are independent: one failing stops none of the others."""
+retention (pipeline_lib/retention.py) and freshness deadline (pipeline_lib/deadline.py), and task
+logs older than PIPELINE_AIRFLOW_RETENTION_DAYS (default 30; Airflow's metadata database is
+cleaned beside Airflow, by scripts/airflow_db_clean.sh). The tasks are independent: one failing
+stops none of the others."""
 
 import datetime as dt
 
@@ -12,7 +13,7 @@ from pipeline_lib import settings
 
 with DAG(
     dag_id="platform_maintenance",
-    description="retention, freshness deadlines, airflow db clean, task logs",
+    description="retention, freshness deadlines, task logs",
     schedule="@daily",
     start_date=dt.datetime(1970, 1, 1, tzinfo=dt.UTC),  # any logical date may be run (a backfill's season)
     catchup=False,
@@ -31,11 +32,7 @@ with DAG(
         return maintenance.check_deadlines(context)
 
     @task
-    def airflow_db_clean() -> dict:
-        return maintenance.clean_airflow_db(settings.airflow_retention_days())
-
-    @task
     def task_logs() -> dict:
         return maintenance.clean_task_logs(settings.airflow_retention_days())
 
-    retention(), deadline(), airflow_db_clean(), task_logs()
+    retention(), deadline(), task_logs()

@@ -7,8 +7,8 @@ window).
   label check compare a new span only with spans of its window); older span folders go, with
   the statistics and analyzer caches kept in them. A date run again later ingests its spans again.
 - Runs: the newest `retention.full_runs` keep everything; older runs keep only their records (the
-  JSON and Markdown files at the top of the run and of each step folder, which the report and the
-  Models and Data pages read) and lose the model, the transform graph, TFMA's output, statistics
+  JSON, Markdown and error files at the top of the run and of each step folder, which the report
+  and the Models and Data pages read) and lose the model, the transform graph, TFMA's output, statistics
   files and extracts.
 - Serving versions: the live one, the `retention.versions` before it (rollback targets) and the
   pinned ones stay; a removed version's record (its lineage) stays in `<model>/retired/<n>.json`.
@@ -34,7 +34,7 @@ from pipeline_lib import artifacts, serving, spans
 
 log = logging.getLogger(__name__)
 
-RECORD_SUFFIXES = (".json", ".md")
+RECORD_SUFFIXES = (".json", ".md", ".error")  # results, reports, and the first lines of failed steps
 PRUNED = ".pruned"  # in a run folder: pruned when nothing in it is newer
 RETIRED = "retired"
 

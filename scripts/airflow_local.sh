@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make airflow`: Airflow 3's four components (api-server, scheduler, dag-processor, triggerer) on
-# 127.0.0.1:$AIRFLOW_PORT until Ctrl-C or SIGTERM. Each runs in its own session (setsid) so that
+# 127.0.0.1:$AIRFLOW_PORT until Ctrl-C or SIGTERM, and the daily `airflow db clean`
+# (scripts/airflow_db_clean.sh). Each runs in its own session (setsid) so that
 # stopping it takes its whole process group, task workers included (`airflow standalone` leaves
 # children behind on SIGTERM). Logs: $AIRFLOW_HOME/logs/components/<component>.log.
 set -euo pipefail
@@ -39,6 +40,8 @@ for component in api-server scheduler dag-processor triggerer; do
     setsid "$bin/airflow" "$component" "${args[@]}" > "$logs/$component.log" 2>&1 &
     pids+=($!)
 done
+AIRFLOW_BIN=$bin setsid scripts/airflow_db_clean.sh > "$logs/db-clean.log" 2>&1 &
+pids+=($!)
 
 url=http://127.0.0.1:$port
 for _ in $(seq 120); do

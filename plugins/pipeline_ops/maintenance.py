@@ -1,5 +1,6 @@
 """The platform's daily maintenance (dags/platform_maintenance.py): each pipeline's retention and
-freshness deadline, then Airflow's own clean-up (`airflow db clean`, old task logs). Every
+freshness deadline, and old task logs (`airflow db clean` runs beside Airflow, not in a task:
+scripts/airflow_db_clean.sh). Every
 pipeline is handled on its own: one whose config does not load, or whose clean-up fails, is
 reported and fails the task after the others were done."""
 
@@ -9,8 +10,6 @@ import datetime as dt
 import html
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,20 +83,6 @@ def check_deadlines(context) -> dict[str, dict]:
         return result
 
     return each_pipeline(check)
-
-
-def clean_airflow_db(days: int) -> dict:
-    """`airflow db clean` of what is older than `days` (runs, task instances, XComs, logs table...),
-    without archive tables. In a subprocess of this environment: the CLI reaches the metadata
-    database, which a task may not."""
-    before = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
-    cmd = [sys.executable, "-m", "airflow", "db", "clean", "--clean-before-timestamp", before.isoformat(),
-           "--yes", "--skip-archive"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise AirflowException(f"airflow db clean failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    log.info("airflow db clean before %s:\n%s", before.isoformat(timespec="seconds"), proc.stdout[-4000:])
-    return {"before": before.isoformat(timespec="seconds")}
 
 
 def clean_task_logs(days: int, folder: Path | None = None) -> dict:

@@ -43,7 +43,7 @@ def parse_dags(env_overrides: dict | None = None) -> dict:
 
 
 EXAMPLES = ["taxi_fare", "taxi_tips", "taxi_trip_length"]
-MAINTENANCE = {"platform_maintenance": ["retention", "deadline", "airflow_db_clean", "task_logs"]}
+MAINTENANCE = {"platform_maintenance": ["retention", "deadline", "task_logs"]}
 
 
 def test_dags_parse_fast_without_tensorflow_into_the_pipeline_dags():

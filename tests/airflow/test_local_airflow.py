@@ -92,6 +92,15 @@ def results(env: dict, step: str) -> dict[dt.date, dict | None]:
     return {d: json.loads(f.read_text()) if (f := root / str(d) / step / "result.json").exists() else None for d in DATES}
 
 
+def test_airflows_metadata_database_is_cleaned_beside_it(airflow):
+    """`make airflow` runs `airflow db clean` at start and daily (scripts/airflow_db_clean.sh)."""
+    api, root, _ = airflow
+    log = root / "home" / "logs" / "components" / "db-clean.log"
+    text = api.wait(lambda: log.is_file() and "Checking table dag_run" in log.read_text() and log.read_text(),
+                    "the first airflow db clean", 120)
+    assert "airflow db clean --clean-before-timestamp" in text and "failed" not in text
+
+
 def test_a_seven_day_backfill_runs_each_date_once_with_increasing_versions(airflow):
     api, root, env = airflow
     backfill(env, DATES[0], DATES[-1])

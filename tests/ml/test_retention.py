@@ -72,7 +72,7 @@ def test_older_runs_keep_their_records_and_the_newest_stay_whole(season):
     for day in DAYS[:-2]:
         run = artifacts.run_dir(config.name, day)
         left = [p for p in run.rglob("*") if p.is_file()]
-        assert left and all(p.suffix in (".json", ".md") or p.name == retention.PRUNED for p in left), left
+        assert left and all(p.suffix in (".json", ".md", ".error") or p.name == retention.PRUNED for p in left), left
         assert not (run / "train" / "model").exists()
         text, failed = report.summary(config.name, day)  # the report still reads an old run
         assert not failed and f"PUSHED version {days[day]['push']['version']}" in text
