@@ -26,6 +26,7 @@ def season_config(make_config, database, lower_bound: float):
                         "training": {"steps": 50, "batch_size": 32},
                         "evaluation": {"thresholds": {"AUC": {"lower_bound": lower_bound}}},
                         "retention": {"margin_days": 1, "full_runs": 2, "versions": 1},
+                        "serving": {"model_name": "season"},  # its own model: other tests push taxi_tips
                         "alerts": {"no_push_days": 1}}, name="season")
 
 
