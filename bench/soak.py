@@ -56,6 +56,7 @@ from pipeline_fixtures import merge, write_pipeline
 from pipeline_lib import serving, settings
 from pipeline_lib.anomalies.tracker import Tracker
 from pipeline_lib.config import load_config
+from pipeline_lib.retention import size_of
 
 BIN = REPO / ".venv-airflow" / "bin"
 MAINTENANCE = "platform_maintenance"
@@ -253,13 +254,6 @@ def page_ms(api: Api, path: str) -> float:
 
 # -- the season -----------------------------------------------------------------------------------
 
-def size(path: Path) -> int:
-    """Bytes of the files under `path` (or of the file)."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
-
-
 class Soak:
     def __init__(self, season: dict, season_file: Path, days: int, pipelines: list[str], out: Path):
         self.season, self.days, self.pipelines, self.out = season, days, pipelines, out
@@ -413,16 +407,14 @@ class Soak:
         config = self.configs[pipeline]
         root = Path(self.env["PIPELINE_ARTIFACT_ROOT"]) / pipeline
         spans = sorted((root / "spans").glob("*")) if (root / "spans").is_dir() else []
-        return {"spans": size(root / "spans") if spans else 0, "span_count": len(spans),
-                "newest_span": size(spans[-1]) if spans else 0,
-                "runs": size(root / "runs") if (root / "runs").exists() else 0,
-                "serving": size(Path(self.env["PIPELINE_SERVING_ROOT"]) / config.serving.model_name)
-                if (Path(self.env["PIPELINE_SERVING_ROOT"]) / config.serving.model_name).exists() else 0}
+        return {"spans": size_of(root / "spans"), "span_count": len(spans),
+                "newest_span": size_of(spans[-1]) if spans else 0, "runs": size_of(root / "runs"),
+                "serving": size_of(Path(self.env["PIPELINE_SERVING_ROOT"]) / config.serving.model_name)}
 
     def platform_disk(self) -> dict:
-        return {"tracker_db": sum(size(f) for f in self.out.glob("anomalies.db*")),
-                "airflow_db": sum(size(f) for f in self.home.glob("airflow.db*")),
-                "airflow_logs": size(self.home / "logs")}
+        return {"tracker_db": sum(size_of(f) for f in self.out.glob("anomalies.db*")),
+                "airflow_db": sum(size_of(f) for f in self.home.glob("airflow.db*")),
+                "airflow_logs": size_of(self.home / "logs")}
 
     def measure_pages(self, api: Api) -> dict:
         return {p: {"models_ms": page_ms(api, f"/pipeline-pages/models?pipeline={p}"),

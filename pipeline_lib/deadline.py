@@ -60,12 +60,13 @@ def check(config, today: dt.date) -> dict:
     runs = retention.run_dates(config.name)
     since = pushed_on or (runs[0] if runs else config.start_date)
     days = (today - since).days
-    state = json.loads(_state_path(config).read_text()) if _state_path(config).exists() else {}
     result = {"today": today.isoformat(), "limit_days": limit, "last_push": {"version": version,
               "on": pushed_on and pushed_on.isoformat()}, "days_without_push": days, "late": False, "alert": None}
     if today < config.start_date or (config.end_date and today > config.end_date) or days <= limit:
         return result
     result["late"] = True
+    state_path = _state_path(config)
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
     if state.get("after_version", "none") == (version or "never"):
         result["already_alerted_on"] = state["alerted_on"]
         return result

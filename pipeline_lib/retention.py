@@ -119,6 +119,7 @@ def plan(config, in_flight: set[dt.date] = frozenset()) -> Plan:
 
 
 def size_of(path: Path) -> int:
+    """Bytes of the file, or of the files under the folder (0 where there is nothing)."""
     if path.is_file() or path.is_symlink():
         return path.lstat().st_size
     return sum(f.lstat().st_size for f in path.rglob("*") if f.is_file() or f.is_symlink())

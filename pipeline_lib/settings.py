@@ -56,6 +56,6 @@ def fork_server() -> bool:
 
 
 def airflow_retention_days() -> int:
-    """How long Airflow's own records (metadata database rows, task logs) are kept: the maintenance
-    DAG's `airflow db clean` and log clean-up remove what is older."""
+    """How long Airflow's own records are kept: the maintenance DAG's `task_logs` removes older task
+    logs (scripts/airflow_db_clean.sh reads the same variable for the metadata database)."""
     return int(os.environ.get("PIPELINE_AIRFLOW_RETENTION_DAYS", "30"))

@@ -1,8 +1,7 @@
 """The platform's daily maintenance (dags/platform_maintenance.py): each pipeline's retention and
 freshness deadline, and old task logs (`airflow db clean` runs beside Airflow, not in a task:
-scripts/airflow_db_clean.sh). Every
-pipeline is handled on its own: one whose config does not load, or whose clean-up fails, is
-reported and fails the task after the others were done."""
+scripts/airflow_db_clean.sh). Every pipeline is handled on its own: one whose config does not
+load, or whose clean-up fails, is reported and fails the task after the others were done."""
 
 from __future__ import annotations
 
